@@ -1,0 +1,90 @@
+"""Defaults every other config starts from; each field can be overridden.
+
+  python experiments/main.py --config=configs/default.py --workdir=runs/default \
+      --config.train.num_steps=200
+
+Every key that exists anywhere in the project's configs exists here, so a
+misspelled key is caught by `gen.config.validate` instead of being ignored.
+Model-specific keys live in `config.model` and are checked against the model
+chosen by `config.model.name`.
+"""
+
+import ml_collections
+
+
+def get_config() -> ml_collections.ConfigDict:
+  config = ml_collections.ConfigDict()
+  config.seed = 0
+
+  config.data = ml_collections.ConfigDict()
+  # fashion_mnist | digits | toy2d | any TFDS image dataset (mnist, cifar10, ...).
+  config.data.name = "fashion_mnist"
+  # Where the files are; "" = the source's default (Debian's package for
+  # fashion_mnist, TFDS's data dir for TFDS names).
+  config.data.dir = ""
+  # Carved from the train split with validation_seed, which is not config.seed,
+  # so runs with different seeds are validated on the same examples.
+  config.data.validation_size = 5000
+  config.data.validation_seed = 0
+  # unit: [0, 1]; symmetric: [-1, 1].
+  config.data.scale = "unit"
+  # none | dynamic (fresh Bernoulli draw every step) | static (one fixed draw per example).
+  config.data.binarize = "none"
+  # Uniform dequantization: (pixel + u) / 256, u ~ U[0, 1), in training.
+  config.data.dequantize = False
+  # Batches prepared ahead of the device by a background thread.
+  config.data.prefetch = 2
+  config.data.toy2d = ml_collections.ConfigDict()
+  config.data.toy2d.density = "ring8"  # ring8 | moons | checkerboard
+  config.data.toy2d.num_train = 50_000
+  config.data.toy2d.num_test = 10_000
+  # Noise scale of the density; None = the density's own default.
+  config.data.toy2d.noise = ml_collections.config_dict.placeholder(float)
+
+  config.model = ml_collections.ConfigDict()
+  config.model.name = "dense_autoencoder"
+
+  config.train = ml_collections.ConfigDict()
+  config.train.batch_size = 128
+  config.train.num_steps = 5000
+  config.train.eval_every = 500
+  config.train.log_every = 100
+  # Train steps run inside one compiled call (lax.scan): fewer dispatches.
+  # num_steps, eval_every, log_every and checkpoint.every_steps must be multiples.
+  config.train.steps_per_call = 1
+  # 0 disables the exponential moving average of parameters.
+  config.train.ema_decay = 0.0
+  # On a non-finite loss or gradient: False stops the run, True skips the update.
+  config.train.skip_nonfinite = False
+
+  config.eval = ml_collections.ConfigDict()
+  config.eval.batch_size = 1000
+  # Images in each PNG grid of reconstructions or samples.
+  config.eval.num_images = 64
+
+  config.optimizer = ml_collections.ConfigDict()
+  config.optimizer.name = "adam"  # sgd | adam | adamw | adadelta | rmsprop
+  config.optimizer.learning_rate = 1e-3
+  config.optimizer.schedule = "constant"  # constant | cosine
+  # Linear warm-up from 0, in front of any schedule.
+  config.optimizer.warmup_steps = 0
+  # Cosine decays to learning_rate * end_factor.
+  config.optimizer.end_factor = 0.0
+  config.optimizer.momentum = 0.9  # sgd, rmsprop (0 = none)
+  config.optimizer.nesterov = False  # sgd
+  config.optimizer.b1 = 0.9  # adam, adamw
+  config.optimizer.b2 = 0.999  # adam, adamw
+  config.optimizer.eps = 1e-8  # adam, adamw, rmsprop
+  config.optimizer.weight_decay = 1e-4  # adamw
+  config.optimizer.rho = 0.9  # adadelta, rmsprop (decay of the squared-gradient average)
+  config.optimizer.adadelta_eps = 1e-6  # adadelta
+  # Clip gradients to this global norm; 0 disables.
+  config.optimizer.grad_clip_norm = 0.0
+
+  config.checkpoint = ml_collections.ConfigDict()
+  config.checkpoint.every_steps = 1000
+  # Keep the last `keep` checkpoints and, besides them, the best one.
+  config.checkpoint.keep = 3
+  config.checkpoint.best_metric = "val/loss"
+  config.checkpoint.best_mode = "min"  # min | max
+  return config

@@ -1,0 +1,104 @@
+"""Autoencoders: reconstruct the input through a bottleneck.
+
+The course's experiment compares output activations and losses, so both are
+settings (`config.model.output_activation`, `config.model.loss`); test MSE on
+[0, 1] pixels is computed for every pairing so that they can be compared.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from gen import losses
+from gen.data import to_unit
+from gen.families import FAMILIES
+from gen.families.base import Family
+
+_PROBABILITY_LOSSES = ("binary_crossentropy", "categorical_crossentropy", "kullback_leibler")
+_DISTRIBUTION_LOSSES = ("categorical_crossentropy", "kullback_leibler")
+# The range each output activation can produce.
+_OUTPUT_RANGE = {"sigmoid": (0.0, 1.0), "softmax": (0.0, 1.0), "relu": (0.0, None),
+                 "tanh": (-1.0, 1.0), "linear": (None, None)}
+
+
+@FAMILIES.register("autoencoder")
+class Autoencoder(Family):
+  config_keys = ("loss", "output_activation")
+
+  def check_config(self) -> list[str]:
+    model, data = self.config.model, self.config.data
+    if model.loss not in losses.LOSSES:
+      raise ValueError(f"config.model.loss={model.loss!r} is not known; "
+                       f"valid: {', '.join(sorted(losses.LOSSES))}")
+    if model.output_activation not in losses.ACTIVATIONS:
+      raise ValueError(f"config.model.output_activation={model.output_activation!r} is "
+                       f"not known; valid: {', '.join(losses.ACTIVATIONS)}")
+    low = -1.0 if (data.scale == "symmetric" and self.info.kind == "image") else 0.0
+    if self.info.kind == "image":
+      out_low, _ = _OUTPUT_RANGE[model.output_activation]
+      if out_low is not None and out_low > low:
+        raise ValueError(
+            f"config.model.output_activation={model.output_activation!r} cannot produce "
+            f"the negative pixels of config.data.scale='symmetric' (targets in [-1, 1]); "
+            f"use scale='unit' or output_activation='tanh' or 'linear'")
+      if model.loss in _PROBABILITY_LOSSES and low < 0:
+        raise ValueError(
+            f"config.model.loss={model.loss!r} needs targets in [0, 1], but "
+            f"config.data.scale='symmetric' gives [-1, 1]; use scale='unit'")
+    if model.loss in _DISTRIBUTION_LOSSES and self.info.shape[-1] < 2:
+      raise ValueError(
+          f"config.model.loss={model.loss!r} compares distributions over the last axis, "
+          f"which has size {self.info.shape[-1]} for {self.info.name}; "
+          f"use binary_crossentropy for pixel intensities")
+    warning = losses.check_pairing(model.loss, model.output_activation)
+    return [warning] if warning else []
+
+  def _reconstruct_logits(self, params, x):
+    return self.model.apply({"params": params}, x)
+
+  def loss(self, params, batch, rng):
+    x = self.prepare(batch, rng, train=True)
+    logits = self._reconstruct_logits(params, x)
+    per_example = losses.reconstruction_loss(
+        self.config.model.loss, self.config.model.output_activation, logits, x)
+    return jnp.mean(per_example), {}
+
+  def reconstruct(self, params, x):
+    """x: [batch, *shape] model-space input -> reconstruction in the same space."""
+    logits = self._reconstruct_logits(params, x)
+    return losses.apply_activation(self.config.model.output_activation, logits)
+
+  def encode(self, params, x):
+    return self.model.apply({"params": params}, x, method="encode")
+
+  def evaluate(self, params, batch, rng):
+    x = self.prepare(batch, rng, train=False)
+    logits = self._reconstruct_logits(params, x)
+    model = self.config.model
+    per_example = losses.reconstruction_loss(model.loss, model.output_activation, logits, x)
+    recon = losses.apply_activation(model.output_activation, logits)
+    axes = tuple(range(1, x.ndim))
+    if self.info.kind == "image":
+      # MSE on [0, 1] pixels, whatever the loss: the number runs are compared by.
+      scale = self.config.data.scale
+      error = to_unit(recon, scale) - to_unit(x, scale)
+    else:
+      error = recon - x
+    return {"loss": per_example,
+            "mse": jnp.mean(error ** 2, axis=axes),
+            "mae": jnp.mean(jnp.abs(error), axis=axes)}
+
+  def visualize(self, params, batch, rng):
+    x = self.prepare(batch, rng, train=False)
+    recon = self.reconstruct(params, x)
+    if self.info.kind != "image":
+      return {"reconstructions": recon}
+    scale = self.config.data.scale
+    # Rows alternate: originals, then their reconstructions underneath.
+    columns = 8
+    n = (x.shape[0] // columns) * columns
+    pairs = jnp.stack([to_unit(x[:n], scale), to_unit(recon[:n], scale)])
+    pairs = pairs.reshape(2, n // columns, columns, *x.shape[1:])
+    interleaved = jnp.swapaxes(pairs, 0, 1).reshape(2 * n, *x.shape[1:])
+    return {"reconstructions": jnp.clip(interleaved, 0.0, 1.0)}

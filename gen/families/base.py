@@ -1,0 +1,141 @@
+"""The seam every generative family fills: loss, evaluation, pictures.
+
+The generic loop (gen.train.loop) only talks to a `Family`: it asks for
+initial parameters and an optimizer, calls `train_step` inside its compiled
+loop, `evaluate` on validation and test batches, and `visualize` for PNGs. A
+family that needs more than one loss and one optimizer (a GAN) overrides
+`make_optimizer` and `train_step`; nothing else in the loop changes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import optax
+
+from gen import models
+from gen.data import SourceInfo, preprocess
+from gen.train import optim
+from gen.train.state import TrainState
+
+# Keys of config.model that are not constructor fields of a module.
+_SELECTION_KEYS = ("name",)
+
+
+def build_module(model_config: ml_collections.ConfigDict, info: SourceInfo,
+                 family_keys: tuple[str, ...] = ()):
+  """The Flax module named by `model_config.name`, built from the other keys.
+
+  The module's dataclass fields are the schema: a key that is neither a field
+  nor read by the family is an error that names it and lists the valid ones.
+  """
+  entry = models.get(model_config.name)
+  fields = {f.name for f in dataclasses.fields(entry.module)} - {"parent", "name", "data_shape"}
+  kwargs = {}
+  for key, value in model_config.items():
+    if key in _SELECTION_KEYS or key in family_keys:
+      continue
+    if key not in fields:
+      raise ValueError(
+          f"config.model.{key} is not a setting of model {model_config.name!r}; "
+          f"valid: {', '.join(sorted(fields | set(family_keys)))}")
+    kwargs[key] = tuple(value) if isinstance(value, list) else value
+  return entry.module(data_shape=tuple(info.shape), **kwargs)
+
+
+class Family:
+  """Base class: single loss, single optax optimizer, optional EMA."""
+
+  # Keys of config.model the family reads itself (not module fields).
+  config_keys: tuple[str, ...] = ()
+  # The metric (a key of `evaluate`'s output) that `loss` means on eval data.
+  eval_loss_key = "loss"
+
+  def __init__(self, config: ml_collections.ConfigDict, info: SourceInfo):
+    self.config = config
+    self.info = info
+    self.model = build_module(config.model, info, self.config_keys)
+
+  # --- setup -----------------------------------------------------------------
+  def check_config(self) -> list[str]:
+    """Raises ValueError on impossible settings; returns warnings to log."""
+    return []
+
+  def init_params(self, rng) -> Any:
+    dummy = jnp.zeros((1, *self.info.shape), jnp.float32)
+    return self.model.init(rng, dummy)["params"]
+
+  def make_optimizer(self) -> optax.GradientTransformation:
+    return optim.make_optimizer(self.config.optimizer, self.config.train.num_steps)
+
+  def init_opt_state(self, tx, params) -> Any:
+    return tx.init(params)
+
+  # --- data ------------------------------------------------------------------
+  def prepare(self, batch: dict, rng, train: bool) -> jax.Array:
+    """Raw batch -> model input x: [batch, *shape] float32 (see gen.data.preprocess).
+
+    Evaluation draws its dequantization/binarization noise from a fixed key,
+    so a checkpoint's validation numbers do not change from call to call.
+    """
+    data = self.config.data
+    if not train:
+      rng = jax.random.PRNGKey(0)
+    return preprocess(batch["x"], batch["uid"], rng, kind=self.info.kind,
+                      scale=data.scale, binarize=data.binarize,
+                      dequantize=data.dequantize and train)
+
+  # --- what each family writes ------------------------------------------------
+  def loss(self, params, batch: dict, rng) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """Scalar training loss and scalar metrics to log."""
+    raise NotImplementedError
+
+  def evaluate(self, params, batch: dict, rng) -> dict[str, jax.Array]:
+    """Per-example metrics, each [batch]; the loop averages them over real rows."""
+    raise NotImplementedError
+
+  def visualize(self, params, batch: dict, rng) -> dict[str, jax.Array]:
+    """Named pictures: [n, h, w, c] images in [0, 1], or [n, 2] points."""
+    return {}
+
+  # --- the step ----------------------------------------------------------------
+  def train_step(self, state: TrainState, batch: dict, rng,
+                 tx: optax.GradientTransformation) -> tuple[TrainState, dict]:
+    """One update; a pure function of its arguments, compiled by the loop."""
+    (loss, metrics), grads = jax.value_and_grad(self.loss, has_aux=True)(
+        state.params, batch, rng)
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    return apply_if_finite(state, params, opt_state, loss, grads, metrics,
+                           self.config.train.ema_decay)
+
+
+def all_finite(*trees) -> jax.Array:
+  """[] bool: every floating leaf of every tree is finite."""
+  leaves = [jnp.all(jnp.isfinite(leaf)) for leaf in jax.tree_util.tree_leaves(trees)
+            if jnp.issubdtype(leaf.dtype, jnp.inexact)]
+  return jnp.all(jnp.stack(leaves)) if leaves else jnp.array(True)
+
+
+def apply_if_finite(state: TrainState, params, opt_state, loss, grads, metrics: dict,
+                    ema_decay: float) -> tuple[TrainState, dict]:
+  """The next state, or the same parameters when the loss or a gradient is not finite.
+
+  The step counter always advances (the batch was consumed); `finite` in the
+  metrics tells the loop whether to stop or to count a skipped update.
+  """
+  finite = all_finite(loss, grads)
+  keep = lambda new, old: jax.tree_util.tree_map(lambda a, b: jnp.where(finite, a, b), new, old)
+  params = keep(params, state.params)
+  opt_state = keep(opt_state, state.opt_state)
+  ema = state.ema_params
+  if ema is not None:
+    ema = jax.tree_util.tree_map(lambda e, p: ema_decay * e + (1.0 - ema_decay) * p,
+                                 ema, params)
+  metrics = dict(metrics, loss=loss, finite=finite)
+  return state.replace(step=state.step + 1, params=params, opt_state=opt_state,
+                       ema_params=ema), metrics

@@ -1,0 +1,97 @@
+"""orbax checkpoints of the train state: the last K, the best one, never a NaN."""
+
+from __future__ import annotations
+
+import math
+import os
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import orbax.checkpoint as ocp
+
+
+class NonFiniteCheckpointError(FloatingPointError):
+  pass
+
+
+def _all_finite(tree) -> bool:
+  leaves = [leaf for leaf in jax.tree_util.tree_leaves(tree)
+            if jnp.issubdtype(leaf.dtype, jnp.inexact)]
+  if not leaves:
+    return True
+  return bool(jax.device_get(jnp.all(jnp.stack([jnp.all(jnp.isfinite(l)) for l in leaves]))))
+
+
+class Checkpointer:
+  """Saves to `<workdir>/checkpoints/<step>`, restores the newest by itself.
+
+  Keeps the newest `config.keep` checkpoints and, besides them, the one with
+  the best `config.best_metric` among those saved with metrics. Saves run in
+  the background (orbax's async mode); orbax writes each into a temporary
+  directory and renames it when complete, so a run killed mid-save leaves the
+  previous checkpoints intact.
+  """
+
+  def __init__(self, workdir: str, config: ml_collections.ConfigDict):
+    self.directory = os.path.join(os.path.abspath(workdir), "checkpoints")
+    self.best_metric = config.best_metric
+    keep_policies = [ocp.checkpoint_managers.LatestN(n=config.keep)]
+    if config.best_metric:
+      keep_policies.append(ocp.checkpoint_managers.BestN(
+          get_metric_fn=lambda metrics: metrics[self.best_metric],
+          # BestN keeps the end of an ascending sort; for "min" sort descending.
+          reverse=config.best_mode == "min",
+          n=1,
+          keep_checkpoints_without_metrics=False))
+    options = ocp.CheckpointManagerOptions(
+        preservation_policy=ocp.checkpoint_managers.AnyPreservationPolicy(keep_policies),
+        # best_fn/best_mode only make best_step() answer; keeping is the policy's.
+        best_fn=(lambda metrics: metrics[self.best_metric]) if config.best_metric else None,
+        best_mode=config.best_mode,
+        create=True,
+        enable_async_checkpointing=True)
+    self.manager = ocp.CheckpointManager(self.directory, options=options)
+
+  def latest_step(self) -> int | None:
+    return self.manager.latest_step()
+
+  def best_step(self) -> int | None:
+    if not self.best_metric:
+      return None
+    ranked = [s for s in self.manager.all_steps() if self.manager.metrics(s)]
+    return self.manager.best_step() if ranked else None
+
+  def save(self, step: int, state: Any, metrics: dict[str, float] | None = None) -> None:
+    """Saves `state` at `step`; refuses (raises) if any parameter is not finite."""
+    if not _all_finite((state.params, state.ema_params, state.opt_state)):
+      raise NonFiniteCheckpointError(
+          f"refusing to write checkpoint {step}: the state holds NaN or inf; "
+          f"last good checkpoint: {self.describe_latest()}")
+    if metrics is not None:
+      metrics = {k: float(v) for k, v in metrics.items() if math.isfinite(float(v))}
+      if self.best_metric and self.best_metric not in metrics:
+        metrics = None  # ranked only when it has the metric it is ranked by
+    if step in self.manager.all_steps():
+      return
+    self.manager.save(step, args=ocp.args.StandardSave(state), metrics=metrics)
+
+  def restore(self, target: Any, step: int | None = None) -> Any:
+    """Restores `step` (default: newest) into the structure and shardings of `target`."""
+    step = self.manager.latest_step() if step is None else step
+    abstract = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, target)
+    return self.manager.restore(step, args=ocp.args.StandardRestore(abstract))
+
+  def describe_latest(self) -> str:
+    step = self.manager.latest_step()
+    if step is None:
+      return "none (no checkpoint was written yet)"
+    return os.path.join(self.directory, str(step))
+
+  def wait(self) -> None:
+    self.manager.wait_until_finished()
+
+  def close(self) -> None:
+    self.manager.wait_until_finished()
+    self.manager.close()
