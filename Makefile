@@ -1,0 +1,33 @@
+# Two commands do all the set-up on a fresh machine (see README.md):
+#   make train   installs, then trains the default model on offline Fashion-MNIST
+#   make test    installs (with test extras), then runs the test suite
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+WORKDIR ?= runs/autoencoder
+CONFIG ?= configs/autoencoder.py
+
+.PHONY: data install install-dev train test
+
+# Debian's package holds the complete Fashion-MNIST; needs root (CI and these
+# machines are). Elsewhere, install it yourself or let TFDS download it.
+data:
+	@if [ -e /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ]; then :; \
+	elif command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist; \
+	else echo "note: dataset-fashion-mnist not installed (needs root + apt); fashion_mnist will use TFDS"; fi
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+install: data $(BIN)/python
+	$(BIN)/pip install -q -e .
+
+install-dev: data $(BIN)/python
+	$(BIN)/pip install -q -e '.[dev]'
+
+train: install
+	$(BIN)/python experiments/main.py --config=$(CONFIG) --workdir=$(WORKDIR)
+
+test: install-dev
+	$(BIN)/python -m pytest -q tests

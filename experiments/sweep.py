@@ -1,0 +1,181 @@
+"""Runs a grid of configs, skips finished runs, and tabulates the results.
+
+  python experiments/sweep.py --sweep=configs/sweeps/seed_autoencoder.py \
+      --workdir=runs/seed_autoencoder --parallel=2
+
+A sweep file defines BASE_CONFIG (a config file), COMMON (overrides for every
+run) and get_runs() (run name -> overrides). Each run is experiments/main.py
+in its own process and workdir (<workdir>/<run name>), so a killed sweep
+resumes every unfinished run from its last checkpoint; a run with
+results.json is finished and is not run again. Writes <workdir>/results.md,
+results.csv and val_curves.png.
+"""
+
+import concurrent.futures
+import csv
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+from absl import app, flags, logging  # noqa: E402
+
+from gen.train import metrics_io  # noqa: E402
+
+_SWEEP = flags.DEFINE_string("sweep", None, "Sweep file (see configs/sweeps/).")
+_WORKDIR = flags.DEFINE_string("workdir", None, "One subdirectory per run goes here.")
+_PARALLEL = flags.DEFINE_integer("parallel", 1, "Runs at once.")
+_SET = flags.DEFINE_multi_string("set", [], "Extra override for every run, KEY=VALUE "
+                                 "(e.g. --set=train.num_steps=200); wins over the file.")
+_ONLY = flags.DEFINE_list("only", [], "Run only these run names.")
+flags.mark_flags_as_required(["sweep", "workdir"])
+
+
+def load_sweep(path: str):
+  if not os.path.exists(path):
+    raise FileNotFoundError(f"--sweep={path}: no such file")
+  spec = importlib.util.spec_from_file_location("sweep_file", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  for name in ("BASE_CONFIG", "COMMON", "get_runs"):
+    if not hasattr(module, name):
+      raise ValueError(f"--sweep={path} must define {name}")
+  return module
+
+
+def _parse_set(items: list[str]) -> dict[str, str]:
+  overrides = {}
+  for item in items:
+    if "=" not in item:
+      raise ValueError(f"--set={item!r}: expected KEY=VALUE, e.g. train.num_steps=200")
+    key, value = item.split("=", 1)
+    overrides[key] = value
+  return overrides
+
+
+def run_command(base_config: str, workdir: str, overrides: dict) -> list[str]:
+  flags_ = [f"--config.{key}={_flag_value(value)}" for key, value in overrides.items()]
+  return [sys.executable, os.path.join(ROOT, "experiments", "main.py"),
+          f"--config={base_config}", f"--workdir={workdir}", *flags_]
+
+
+def _flag_value(value) -> str:
+  if isinstance(value, (tuple, list)):
+    return "(" + ",".join(str(v) for v in value) + ("," if len(value) == 1 else "") + ")"
+  return str(value)
+
+
+def is_finished(run_dir: str) -> bool:
+  return os.path.exists(os.path.join(run_dir, "results.json"))
+
+
+def _launch(name: str, command: list[str], run_dir: str) -> tuple[str, int, float]:
+  os.makedirs(run_dir, exist_ok=True)
+  start = time.time()
+  with open(os.path.join(run_dir, "log.txt"), "a") as log:
+    code = subprocess.call(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+  return name, code, time.time() - start
+
+
+def write_report(workdir: str, runs: dict[str, dict]) -> list[dict]:
+  """results.md, results.csv and val_curves.png from the finished runs' files."""
+  rows = []
+  for name, overrides in runs.items():
+    path = os.path.join(workdir, name, "results.json")
+    if not os.path.exists(path):
+      continue
+    with open(path) as file:
+      results = json.load(file)
+    row = {"run": name, **{key: overrides[key] for key in sorted(overrides)}}
+    row["steps"] = results["step"]
+    for split in ("val", "test"):
+      for key, value in sorted(results[split].items()):
+        row[f"{split}/{key}"] = value
+    rows.append(row)
+  if not rows:
+    return rows
+  columns = list(dict.fromkeys(key for row in rows for key in row))
+  with open(os.path.join(workdir, "results.csv"), "w", newline="") as file:
+    writer = csv.DictWriter(file, columns)
+    writer.writeheader()
+    writer.writerows(rows)
+  ranked = sorted(rows, key=lambda r: r.get("test/mse", float("inf")))
+  lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+  for row in ranked:
+    lines.append("| " + " | ".join(_cell(row.get(c, "")) for c in columns) + " |")
+  with open(os.path.join(workdir, "results.md"), "w") as file:
+    file.write("\n".join(lines) + "\n")
+  _plot_curves(workdir, [r["run"] for r in ranked])
+  return ranked
+
+
+def _cell(value) -> str:
+  return f"{value:.5g}" if isinstance(value, float) else str(value)
+
+
+def _plot_curves(workdir: str, names: list[str]) -> None:
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+  figure, (loss_axis, mse_axis) = plt.subplots(1, 2, figsize=(13, 5))
+  for name in names:
+    path = os.path.join(workdir, name, "metrics.jsonl")
+    if not os.path.exists(path):
+      continue
+    rows = metrics_io.read_metrics(path)
+    style = "-" if "adam" in name and "adadelta" not in name else "--"
+    loss_axis.plot(*metrics_io.curve(rows, "val", "loss"), style, label=name)
+    mse_axis.plot(*metrics_io.curve(rows, "val", "mse"), style, label=name)
+  loss_axis.set_title("validation loss (each run's own loss)")
+  mse_axis.set_title("validation reconstruction MSE, pixels in [0, 1]")
+  for axis in (loss_axis, mse_axis):
+    axis.set_xlabel("step")
+    axis.set_yscale("log")
+    axis.grid(alpha=0.3)
+  mse_axis.legend(fontsize=7)
+  figure.savefig(os.path.join(workdir, "val_curves.png"), dpi=110, bbox_inches="tight")
+  plt.close(figure)
+
+
+def main(argv):
+  del argv
+  sweep = load_sweep(_SWEEP.value)
+  runs = sweep.get_runs()
+  if _ONLY.value:
+    unknown = sorted(set(_ONLY.value) - set(runs))
+    if unknown:
+      raise ValueError(f"--only names unknown runs {unknown}; valid: {sorted(runs)}")
+    runs = {name: runs[name] for name in _ONLY.value}
+  extra = _parse_set(_SET.value)
+  os.makedirs(_WORKDIR.value, exist_ok=True)
+  todo = []
+  for name, overrides in runs.items():
+    run_dir = os.path.join(_WORKDIR.value, name)
+    if is_finished(run_dir):
+      logging.info("%s: finished, not run again", name)
+      continue
+    command = run_command(sweep.BASE_CONFIG, run_dir, {**sweep.COMMON, **overrides, **extra})
+    todo.append((name, command, run_dir))
+  failed = []
+  with concurrent.futures.ThreadPoolExecutor(max(1, _PARALLEL.value)) as pool:
+    futures = [pool.submit(_launch, *job) for job in todo]
+    for future in concurrent.futures.as_completed(futures):
+      name, code, seconds = future.result()
+      logging.info("%s: %s in %.0f s", name, "done" if code == 0 else f"FAILED ({code})",
+                   seconds)
+      if code:
+        failed.append(name)
+  ranked = write_report(_WORKDIR.value, runs)
+  logging.info("%d/%d runs finished; table: %s", len(ranked), len(runs),
+               os.path.join(_WORKDIR.value, "results.md"))
+  if failed:
+    raise SystemExit(f"runs failed: {', '.join(failed)}; see their log.txt")
+
+
+if __name__ == "__main__":
+  app.run(main)
