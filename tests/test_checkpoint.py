@@ -1,0 +1,58 @@
+"""Checkpoint retention and the refusal to save NaN."""
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+import pytest
+
+from gen.train.checkpoint import Checkpointer, NonFiniteCheckpointError
+from gen.train.state import TrainState
+
+
+def _state(step, value=1.0):
+  params = {"w": jnp.full((3,), value)}
+  return TrainState(step=jnp.array(step, jnp.int32), params=params,
+                    opt_state=optax.adam(1e-3).init(params), rng=jax.random.PRNGKey(0),
+                    ema_params=params)
+
+
+def _checkpointer(tmp_path, keep=2, mode="min"):
+  config = ml_collections.ConfigDict(dict(keep=keep, best_metric="val/loss", best_mode=mode))
+  return Checkpointer(str(tmp_path), config)
+
+
+@pytest.mark.parametrize("mode,best", [("min", 20), ("max", 40)])
+def test_keeps_the_last_k_and_the_best(tmp_path, mode, best):
+  checkpoints = _checkpointer(tmp_path, keep=2, mode=mode)
+  losses = {10: 0.5, 20: 0.1, 30: 0.7, 40: 0.9, 50: None, 60: 0.8}
+  for step, loss in losses.items():
+    checkpoints.save(step, _state(step), None if loss is None else {"val/loss": loss})
+  checkpoints.wait()
+  assert checkpoints.manager.all_steps() == sorted({best, 50, 60})
+  assert checkpoints.best_step() == best
+  checkpoints.close()
+
+
+def test_restore_returns_what_was_saved(tmp_path):
+  checkpoints = _checkpointer(tmp_path)
+  checkpoints.save(7, _state(7, value=2.5))
+  checkpoints.wait()
+  restored = checkpoints.restore(_state(0))
+  assert int(restored.step) == 7
+  np.testing.assert_array_equal(restored.params["w"], np.full(3, 2.5))
+  np.testing.assert_array_equal(restored.ema_params["w"], np.full(3, 2.5))
+  assert jax.tree_util.tree_structure(restored) == jax.tree_util.tree_structure(_state(0))
+  checkpoints.close()
+
+
+def test_never_writes_nan(tmp_path):
+  checkpoints = _checkpointer(tmp_path)
+  checkpoints.save(1, _state(1))
+  checkpoints.wait()
+  with pytest.raises(NonFiniteCheckpointError, match="last good checkpoint: .*checkpoints/1"):
+    checkpoints.save(2, _state(2, value=float("nan")))
+  checkpoints.wait()
+  assert checkpoints.manager.all_steps() == [1]
+  checkpoints.close()
