@@ -89,6 +89,7 @@ class _ConvDecoder(nn.Module):
   features: Sequence[int]
   data_shape: Sequence[int]
   activation: str
+  conv_transpose_impl: str
 
   @nn.compact
   def __call__(self, z):
@@ -98,7 +99,7 @@ class _ConvDecoder(nn.Module):
     h = act(nn.Dense(height // scale * width // scale * self.features[-1])(z))
     h = h.reshape(z.shape[0], height // scale, width // scale, self.features[-1])
     for width_out in reversed(self.features):
-      h = act(nn.ConvTranspose(width_out, (3, 3), strides=(2, 2), padding="SAME")(h))
+      h = act(layers.ConvTranspose(width_out, 3, 2, impl=self.conv_transpose_impl)(h))
     return nn.Conv(channels, (3, 3), padding="SAME")(h)
 
 
@@ -114,6 +115,9 @@ class ConvAutoencoder(nn.Module):
   bottleneck: int = 64
   features: Sequence[int] = (32, 64)
   activation: str = "relu"
+  # How the stride-2 transposed convolutions are computed (gen.models.layers.
+  # ConvTranspose): same parameters and outputs, different speed.
+  conv_transpose_impl: str = "phases"
 
   def setup(self):
     if len(self.data_shape) != 3:
@@ -126,7 +130,8 @@ class ConvAutoencoder(nn.Module):
           f"{len(self.features)} times, so height and width must be divisible by "
           f"{scale}; the data is {tuple(self.data_shape)}")
     self.encoder = _ConvEncoder(self.features, self.bottleneck, self.activation)
-    self.decoder = _ConvDecoder(self.features, self.data_shape, self.activation)
+    self.decoder = _ConvDecoder(self.features, self.data_shape, self.activation,
+                                self.conv_transpose_impl)
 
   def encode(self, x):
     return self.encoder(x)

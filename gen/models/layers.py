@@ -1,7 +1,11 @@
 """Small pieces shared by several models."""
 
+import math
+
 import flax.linen as nn
 import jax
+import jax.numpy as jnp
+import numpy as np
 
 ACTIVATIONS = {
     "relu": nn.relu,
@@ -18,3 +22,101 @@ def activation(name: str):
     raise ValueError(f"config.model.activation={name!r} is not known; "
                      f"valid: {', '.join(sorted(ACTIVATIONS))}")
   return ACTIVATIONS[name]
+
+
+def _phase_taps(kernel_size: int, stride: int) -> tuple[np.ndarray, int, int]:
+  """How a 'SAME' transposed convolution splits into `stride` stride-1 convolutions.
+
+  Output position stride * m + phase reads input m + offset through kernel tap
+  k for every k with (phase + k - pad) % stride == 0, offset = (phase + k - pad)
+  // stride, where pad is what lax.conv_transpose puts in front of the dilated
+  input. Returns taps[phase, t] (the kernel tap read at offset lowest + t, or
+  kernel_size for none), lowest offset, highest offset.
+  """
+  pad_len = kernel_size + stride - 2
+  pad = kernel_size - 1 if stride > kernel_size - 1 else math.ceil(pad_len / 2)
+  offsets = {(phase, (phase + k - pad) // stride): k
+             for phase in range(stride) for k in range(kernel_size)
+             if (phase + k - pad) % stride == 0}
+  lowest = min(o for _, o in offsets)
+  highest = max(o for _, o in offsets)
+  taps = np.full((stride, highest - lowest + 1), kernel_size)
+  for (phase, offset), k in offsets.items():
+    taps[phase, offset - lowest] = k
+  return taps, lowest, highest
+
+
+CONV_TRANSPOSE_IMPLS = ("phases", "subpixel", "dilated")
+
+
+class ConvTranspose(nn.Module):
+  """nn.ConvTranspose(features, (k, k), strides=(s, s), padding="SAME"), three ways.
+
+  All three have flax's parameters (kernel [k, k, in, out], bias) and give its
+  outputs to float rounding, so checkpoints move between them; they differ in
+  speed. XLA:CPU differentiates the input-dilated convolution that lax uses
+  for a transposed convolution ("dilated") 10-20x slower than a plain one
+  (experiments/benchmark.py), so on CPU the default splits the layer instead:
+    phases    for each of the s*s output phases, the kernel taps that reach it,
+              as one matmul of gathered input shifts; then interleave. Exactly
+              the transposed convolution's multiply-adds.
+    subpixel  one stride-1 convolution into s*s phase channels, then
+              depth-to-space; simpler, but multiplies zero taps too
+              (16/9 the work for k=3, s=2).
+    dilated   flax's own layer (lax.conv_transpose).
+  """
+
+  features: int
+  kernel_size: int = 3
+  stride: int = 2
+  impl: str = "phases"
+
+  @nn.compact
+  def __call__(self, x):
+    k, s = self.kernel_size, self.stride
+    if self.impl not in CONV_TRANSPOSE_IMPLS:
+      raise ValueError(f"conv transpose impl {self.impl!r} is not known; "
+                       f"valid: {', '.join(CONV_TRANSPOSE_IMPLS)}")
+    kernel = self.param("kernel", nn.initializers.lecun_normal(),
+                        (k, k, x.shape[-1], self.features))
+    bias = self.param("bias", nn.initializers.zeros_init(), (self.features,))
+    kernel = kernel.astype(x.dtype)
+    taps, lowest, highest = _phase_taps(k, s)
+    before, after = max(-lowest, 0), max(highest, 0)
+    batch, height, width, _ = x.shape
+    if self.impl == "dilated":
+      y = jax.lax.conv_transpose(x, kernel, (s, s), "SAME",
+                                 dimension_numbers=("NHWC", "HWIO", "NHWC"))
+      return y + bias
+    if self.impl == "subpixel":
+      # A zero tap at index k stands for "no tap" in `taps`.
+      padded = jnp.pad(kernel, ((0, 1), (0, 1), (0, 0), (0, 0)))
+      phases = padded[taps[:, :, None, None], taps[None, None, :, :]]  # [s, T, s, T, in, out]
+      size = taps.shape[1]
+      phases = phases.transpose(1, 3, 4, 0, 2, 5).reshape(size, size, x.shape[-1], -1)
+      y = jax.lax.conv_general_dilated(x, phases, (1, 1), ((before, after), (before, after)),
+                                       dimension_numbers=("NHWC", "HWIO", "NHWC"))
+      y = y.reshape(batch, height, width, s, s, self.features)
+    else:
+      x = jnp.pad(x, ((0, 0), (before, after), (before, after), (0, 0)))
+      rows = []
+      for phase_h in range(s):
+        columns = []
+        for phase_w in range(s):
+          shifts, weights = [], []
+          for t_h, k_h in enumerate(taps[phase_h]):
+            for t_w, k_w in enumerate(taps[phase_w]):
+              if k_h == k or k_w == k:
+                continue
+              top, left = before + lowest + t_h, before + lowest + t_w
+              shifts.append(x[:, top:top + height, left:left + width, :])
+              weights.append(kernel[k_h, k_w])
+          if not shifts:  # a kernel smaller than the stride leaves some phases empty
+            columns.append(jnp.zeros((batch, height, width, self.features), x.dtype))
+            continue
+          gathered = jnp.concatenate(shifts, axis=-1)
+          columns.append(gathered @ jnp.concatenate(weights, axis=0))
+        rows.append(jnp.stack(columns, axis=3))  # [batch, h, w, phase_w, out]
+      y = jnp.stack(rows, axis=3)  # [batch, h, w, phase_h, phase_w, out]
+    y = y.transpose(0, 1, 3, 2, 4, 5)
+    return y.reshape(batch, height * s, width * s, self.features) + bias
