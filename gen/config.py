@@ -38,12 +38,14 @@ def validate(config: ml_collections.ConfigDict) -> None:
 
   train, data, opt, ckpt = config.train, config.data, config.optimizer, config.checkpoint
   for key in ("train.batch_size", "train.num_steps", "train.eval_every", "train.log_every",
-              "train.steps_per_call", "eval.batch_size", "checkpoint.every_steps",
+              "train.steps_per_call", "train.unroll_steps", "eval.batch_size",
+              "checkpoint.every_steps",
               "checkpoint.keep"):
     need(isinstance(_get(config, key), int) and _get(config, key) > 0, key,
          "must be a positive integer")
   need(isinstance(config.eval.num_images, int) and config.eval.num_images >= 0,
        "eval.num_images", "must be >= 0")
+  need(isinstance(train.skip_nonfinite, bool), "train.skip_nonfinite", "must be True or False")
   need(0.0 <= train.ema_decay < 1.0, "train.ema_decay", "must be in [0, 1); 0 disables EMA")
   if not problems:
     for key in ("train.num_steps", "train.eval_every", "train.log_every",

@@ -52,8 +52,11 @@ def test_eight_devices_give_the_loss_of_one(tmp_path):
 
 def test_steps_per_call_changes_nothing_but_speed(tmp_path):
   single = loop.train_and_evaluate(_digits_config(), str(tmp_path / "k1"))
-  scanned = loop.train_and_evaluate(_digits_config(steps_per_call=10), str(tmp_path / "k10"))
-  np.testing.assert_allclose(scanned["test"]["loss"], single["test"]["loss"], rtol=1e-6)
+  unrolled = loop.train_and_evaluate(_digits_config(steps_per_call=10), str(tmp_path / "k10"))
+  looped = loop.train_and_evaluate(_digits_config(steps_per_call=10, unroll_steps=3),
+                                   str(tmp_path / "k10_loop"))
+  for scanned in (unrolled, looped):
+    np.testing.assert_allclose(scanned["test"]["loss"], single["test"]["loss"], rtol=1e-6)
 
 
 def test_outputs_in_the_workdir(tmp_path):

@@ -36,15 +36,27 @@ class NonFiniteLossError(FloatingPointError):
   pass
 
 
-def make_train_fn(family, tx, mesh):
-  """Compiled `steps_per_call` train steps: (state, batches [k, b, ...]) -> (state, metrics [k])."""
+def make_train_fn(family, tx, mesh, unroll: int = 10):
+  """Compiled `k` train steps: (state, batches [k, b, ...]) -> (state, metrics [k]).
+
+  Up to `unroll` steps are laid out one after another in the program; more
+  run in a while loop (lax.scan) whose body holds `unroll` steps. XLA:CPU
+  runs convolutions inside a while loop about 2.5x slower
+  (experiments/benchmark.py), but compile time and memory grow with the
+  steps laid out. A single step never needs the loop.
+  """
+
+  def one_step(state, batch):
+    # The key of step s depends only on (seed, s): resume draws the same noise.
+    rng = jax.random.fold_in(state.rng, state.step)
+    return family.train_step(state, batch, rng, tx)
 
   def run_steps(state: TrainState, batches: dict):
-    def one_step(state, batch):
-      # The key of step s depends only on (seed, s): resume draws the same noise.
-      rng = jax.random.fold_in(state.rng, state.step)
-      return family.train_step(state, batch, rng, tx)
-    return jax.lax.scan(one_step, state, batches)
+    count = jax.tree_util.tree_leaves(batches)[0].shape[0]
+    if count == 1:
+      state, metrics = one_step(state, jax.tree_util.tree_map(lambda b: b[0], batches))
+      return state, jax.tree_util.tree_map(lambda m: m[None], metrics)
+    return jax.lax.scan(one_step, state, batches, unroll=True if count <= unroll else unroll)
 
   replicated = sharding.replicated(mesh)
   return jax.jit(run_steps, donate_argnums=0, out_shardings=(replicated, replicated))
@@ -203,7 +215,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   start_step = int(state.step)
   writer = metrics_io.MetricWriter(workdir, start_step)
 
-  train_fn = make_train_fn(family, tx, mesh)
+  train_fn = make_train_fn(family, tx, mesh, config.train.unroll_steps)
   eval_fn = make_eval_fn(family, mesh)
   num_steps, per_call = config.train.num_steps, config.train.steps_per_call
 
