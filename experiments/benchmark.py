@@ -2,6 +2,7 @@
 
   python experiments/benchmark.py                      # the full table (~10 min on 2 cores)
   python experiments/benchmark.py --cases=jax_conv,torch_conv
+  python experiments/benchmark.py --per_layer          # where the conv step's time goes
 
 Every case runs in its own process, so that its peak memory is its own and
 XLA flags (read once, at JAX's start) can differ between cases. Each prints:
@@ -33,6 +34,8 @@ _BATCH = flags.DEFINE_integer("batch_size", 128, "Examples per train step.")
 _ROUNDS = flags.DEFINE_integer("rounds", 1, "Run the list of cases this many times, "
                                "interleaved (ABCABC), to spread machine drift over all.")
 _CASE = flags.DEFINE_string("case", None, "Internal: run this one case here and print JSON.")
+_PER_LAYER = flags.DEFINE_bool("per_layer", False, "Instead of the cases, time forward + "
+                               "backward of each conv AE layer alone, in each form.")
 
 _ONEDNN = "--xla_cpu_use_onednn=true"
 _XNNPACK = "--xla_cpu_use_xnnpack=true"
@@ -281,6 +284,73 @@ def _run_torch(model: str, settings: dict) -> dict:
           "compile_s": first_s, "threads": torch.get_num_threads()}
 
 
+# The conv autoencoder's layers (configs/conv_autoencoder.py) at batch 128:
+# name, transposed?, input channels, output channels, input size, stride.
+_LAYERS = [("conv 1->32, stride 2, 28->14", False, 1, 32, 28, 2),
+           ("conv 32->64, stride 2, 14->7", False, 32, 64, 14, 2),
+           ("transposed conv 64->64, 7->14", True, 64, 64, 7, 2),
+           ("transposed conv 64->32, 14->28", True, 64, 32, 14, 2),
+           ("output conv 32->1, 28->28", False, 32, 1, 28, 1)]
+
+
+def _median_ms(run) -> float:
+  run()  # compile / warm up
+  times = []
+  for _ in range(_REPEATS.value):
+    start = time.perf_counter()
+    for _ in range(_STEPS.value // 10):
+      run()
+    times.append((time.perf_counter() - start) / (_STEPS.value // 10) * 1000)
+  return statistics.median(times)
+
+
+def _per_layer_table():
+  """Forward + backward (input and parameter gradients) of each layer, in ms."""
+  import flax.linen as nn
+  import jax
+  import jax.numpy as jnp
+  import numpy as np
+  import torch
+
+  from gen.models import layers
+
+  def jax_ms(module, x):
+    params = module.init(jax.random.PRNGKey(0), x)
+    cotangent = jnp.ones(jax.eval_shape(module.apply, params, x).shape) / 7
+    grad = jax.jit(jax.grad(lambda p, x: jnp.sum(module.apply(p, x) * cotangent), (0, 1)))
+    return _median_ms(lambda: jax.block_until_ready(grad(params, x)))
+
+  def torch_ms(layer, x, memory_format):
+    layer = layer.to(memory_format=memory_format)
+    x = x.contiguous(memory_format=memory_format).requires_grad_()
+
+    def run():
+      layer.zero_grad(set_to_none=True)
+      x.grad = None
+      layer(x).sum().backward()
+    return _median_ms(run)
+
+  print(f"batch {_BATCH.value}, forward + backward, median ms over {_REPEATS.value} windows\n")
+  print("| layer | PyTorch NCHW | PyTorch channels_last | JAX flax/lax | JAX as shipped |")
+  print("|---|---:|---:|---:|---:|")
+  rng = np.random.default_rng(0)
+  for name, transposed, c_in, c_out, size, stride in _LAYERS:
+    x = rng.normal(size=(_BATCH.value, size, size, c_in)).astype(np.float32)
+    x_torch = torch.from_numpy(x).permute(0, 3, 1, 2).contiguous()
+    if transposed:
+      flax_layer = nn.ConvTranspose(c_out, (3, 3), strides=(stride, stride), padding="SAME")
+      shipped = layers.ConvTranspose(c_out, 3, stride)
+      torch_layer = torch.nn.ConvTranspose2d(c_in, c_out, 3, stride, padding=1,
+                                             output_padding=stride - 1)
+    else:
+      flax_layer = shipped = nn.Conv(c_out, (3, 3), strides=(stride, stride), padding="SAME")
+      torch_layer = torch.nn.Conv2d(c_in, c_out, 3, stride, padding=1)
+    cells = [torch_ms(torch_layer, x_torch, torch.contiguous_format),
+             torch_ms(torch_layer, x_torch, torch.channels_last),
+             jax_ms(flax_layer, jnp.asarray(x)), jax_ms(shipped, jnp.asarray(x))]
+    print(f"| {name} | " + " | ".join(f"{ms:.1f}" for ms in cells) + " |", flush=True)
+
+
 def _run_case(name: str) -> dict:
   framework, model, settings = CASES[name]
   result = (_run_jax if framework == "jax" else _run_torch)(model, settings)
@@ -314,6 +384,9 @@ def main(argv):
   sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
   if _CASE.value:
     print(json.dumps(_run_case(_CASE.value)), flush=True)
+    return
+  if _PER_LAYER.value:
+    _per_layer_table()
     return
   names = _CASES.value or list(CASES)
   unknown = [n for n in names if n not in CASES]
