@@ -3,8 +3,8 @@
   python experiments/main.py --config=configs/conv_autoencoder.py --workdir=runs/conv_ae
 
 Two stride-2 convolutions (28 -> 14 -> 7), a dense bottleneck of 64 and the
-mirror-image decoder; should reach a lower test MSE than the dense network at
-the same bottleneck.
+mirror-image decoder: the convolutional counterpart of configs/autoencoder.py.
+Trains at about 1,500 examples/s on a 2-core CPU (experiments/benchmark.py).
 """
 
 from configs import default
@@ -18,4 +18,6 @@ def get_config():
   config.model.activation = "relu"
   config.model.output_activation = "sigmoid"
   config.model.loss = "binary_crossentropy"
+  # 10 steps per compiled call run the CPU step ~35% faster (README, Benchmark).
+  config.train.steps_per_call = 10
   return config
