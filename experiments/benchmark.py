@@ -122,16 +122,15 @@ def _time_jax(run, carry, first_input, inputs, steps_per_call: int,
 
 def _run_jax(model: str, settings: dict) -> dict:
   import jax
-  import jax.numpy as jnp
 
   from gen import data as data_lib
   from gen import families
   from gen.train import loop, sharding
-  from gen.train.state import TrainState
 
   config = _config(model)
   per_call = settings.get("steps_per_call", 1)
   config.train.steps_per_call = per_call
+  config.train.unroll_steps = settings.get("unroll_steps", config.train.unroll_steps)
   if "conv_transpose_impl" in settings:
     config.model.conv_transpose_impl = settings["conv_transpose_impl"]
   dataset = data_lib.load(config)
@@ -140,12 +139,8 @@ def _run_jax(model: str, settings: dict) -> dict:
   family = families.make(config, dataset.info)
   mesh = sharding.make_mesh(jax.devices()[:1])
   tx = family.make_optimizer()
-  params = family.init_params(jax.random.PRNGKey(0))
-  state = TrainState(step=jnp.array(0, jnp.int32), params=params,
-                     opt_state=family.init_opt_state(tx, params),
-                     rng=jax.random.PRNGKey(1), ema_params=None)
-  state = jax.device_put(state, sharding.replicated(mesh))
-  train_fn = loop.make_train_fn(family, tx, mesh, settings.get("unroll_steps", 10))
+  state = loop.init_state(family, tx, config, mesh)
+  train_fn = loop.make_train_fn(family, tx, mesh, config.train.unroll_steps)
   calls = _STEPS.value // per_call
 
   def host_batch(call):

@@ -44,6 +44,20 @@ def test_conv_autoencoder_rejects_sizes_it_cannot_halve():
     family.init_params(jax.random.PRNGKey(0))
 
 
+def test_conv_transpose_form_is_a_checked_setting():
+  config = conv_autoencoder.get_config()
+  config.model.conv_transpose_impl = "dilated"
+  dilated = families.make(config, FASHION).init_params(jax.random.PRNGKey(0))
+  config.model.conv_transpose_impl = "phases"
+  phases = families.make(config, FASHION).init_params(jax.random.PRNGKey(0))
+  # The forms share parameters, so a checkpoint of one loads into the other.
+  assert jax.tree_util.tree_structure(dilated) == jax.tree_util.tree_structure(phases)
+  config.model.conv_transpose_impl = "fft"
+  family = families.make(config, FASHION)
+  with pytest.raises(ValueError, match=r"config.model.conv_transpose_impl='fft'.*phases"):
+    family.init_params(jax.random.PRNGKey(0))
+
+
 @pytest.mark.parametrize("make_config,model_overrides", [
     (autoencoder.get_config, {"hidden_sizes": (64,), "bottleneck": 16}),
     (conv_autoencoder.get_config, {"features": (16, 32), "bottleneck": 16}),

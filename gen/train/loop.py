@@ -62,6 +62,17 @@ def make_train_fn(family, tx, mesh, unroll: int = 10):
   return jax.jit(run_steps, donate_argnums=0, out_shardings=(replicated, replicated))
 
 
+def init_state(family, tx, config: ml_collections.ConfigDict, mesh) -> TrainState:
+  """The step-0 train state of `config.seed`, replicated over `mesh`."""
+  init_rng, state_rng = jax.random.split(jax.random.PRNGKey(config.seed))
+  params = family.init_params(init_rng)
+  state = TrainState(
+      step=jnp.array(0, jnp.int32), params=params,
+      opt_state=family.init_opt_state(tx, params), rng=state_rng,
+      ema_params=params if config.train.ema_decay > 0 else None)
+  return jax.device_put(state, sharding.replicated(mesh))
+
+
 def make_eval_fn(family, mesh):
   """Compiled (params, batch) -> sums over real rows of each metric, and counts."""
 
@@ -197,14 +208,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                dataset.num_examples("test"), dataset.info.shape, mesh.size)
 
   tx = family.make_optimizer()
-  init_rng, state_rng = jax.random.split(jax.random.PRNGKey(config.seed))
-  params = family.init_params(init_rng)
-  state = TrainState(
-      step=jnp.array(0, jnp.int32), params=params,
-      opt_state=family.init_opt_state(tx, params), rng=state_rng,
-      ema_params=params if config.train.ema_decay > 0 else None)
-  state = jax.device_put(state, sharding.replicated(mesh))
-  num_params = sum(x.size for x in jax.tree_util.tree_leaves(params))
+  state = init_state(family, tx, config, mesh)
+  num_params = sum(x.size for x in jax.tree_util.tree_leaves(state.params))
   logging.info("model %s (%s family): %d parameters", config.model.name,
                type(family).__name__, num_params)
 
