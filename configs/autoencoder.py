@@ -5,7 +5,7 @@
       --config.model.bottleneck=16
 
 Should reach a test reconstruction MSE of about 0.01 (pixels in [0, 1]) with
-bottleneck 64 after 5000 steps at batch 128: measured 0.0104, in 30 s on 2 CPU
+bottleneck 64 after 5000 steps at batch 128: measured 0.0104, in 30-35 s on 2 CPU
 cores.
 
   python experiments/main.py --config=configs/autoencoder.py:digits --workdir=runs/ae_digits
