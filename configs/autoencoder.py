@@ -25,17 +25,9 @@ def get_config(variant: str = ""):
   config.model.output_activation = "sigmoid"
   config.model.loss = "binary_crossentropy"
   if variant == "digits":
-    config.data.name = "digits"
-    config.data.validation_size = 200
+    default.use_quick_digits(config)
     config.model.hidden_sizes = (32,)
     config.model.bottleneck = 8
-    config.train.batch_size = 32
-    config.train.num_steps = 40
-    config.train.eval_every = 20
-    config.train.log_every = 10
-    config.eval.batch_size = 64
-    config.eval.num_images = 16
-    config.checkpoint.every_steps = 10
   elif variant:
     raise ValueError(f"--config=configs/autoencoder.py:{variant}: unknown variant; "
                      f"valid: digits (or none)")

@@ -45,6 +45,16 @@ def validate(config: ml_collections.ConfigDict) -> None:
          "must be a positive integer")
   need(isinstance(config.eval.num_images, int) and config.eval.num_images >= 0,
        "eval.num_images", "must be >= 0")
+  need(isinstance(config.eval.iw_samples, int) and config.eval.iw_samples >= 0,
+       "eval.iw_samples", "must be an integer >= 0 (0 skips the importance-weighted bound)")
+  need(isinstance(config.eval.iw_chunk, int) and config.eval.iw_chunk > 0,
+       "eval.iw_chunk", "must be a positive integer")
+  if config.eval.iw_samples and config.eval.iw_chunk > 0:
+    need(config.eval.iw_samples % config.eval.iw_chunk == 0, "eval.iw_samples",
+         f"must be a multiple of config.eval.iw_chunk={config.eval.iw_chunk}")
+  need(len(config.eval.temperatures) > 0
+       and all(isinstance(t, (int, float)) and t > 0 for t in config.eval.temperatures),
+       "eval.temperatures", "must be a non-empty list of numbers > 0")
   need(isinstance(train.skip_nonfinite, bool), "train.skip_nonfinite", "must be True or False")
   need(0.0 <= train.ema_decay < 1.0, "train.ema_decay", "must be in [0, 1); 0 disables EMA")
   if not problems:

@@ -36,13 +36,18 @@ def save_image_grid(path: str, images: np.ndarray, columns: int | None = None,
   picture.save(path)
 
 
-def save_scatter(path: str, points: np.ndarray, title: str = "") -> None:
-  """2-D points (toy data) as a scatter plot."""
+def save_scatter(path: str, points: np.ndarray, title: str = "",
+                 labels: np.ndarray | None = None) -> None:
+  """2-D points (toy data, or latents) as a scatter plot, coloured by `labels` if given."""
   import matplotlib
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
   figure, axis = plt.subplots(figsize=(4, 4))
-  axis.scatter(points[:, 0], points[:, 1], s=2, alpha=0.5)
+  if labels is None:
+    axis.scatter(points[:, 0], points[:, 1], s=2, alpha=0.5)
+  else:
+    drawn = axis.scatter(points[:, 0], points[:, 1], s=2, alpha=0.6, c=labels, cmap="tab10")
+    figure.colorbar(drawn, ax=axis, label="label")
   axis.set_aspect("equal")
   axis.set_title(title)
   figure.savefig(path, dpi=100, bbox_inches="tight")
@@ -78,3 +83,16 @@ def save_loss_curves(workdir: str, key: str = "loss") -> str | None:
 def _all_positive(rows, key) -> bool:
   values = [r[key] for r in rows if key in r]
   return bool(values) and min(values) > 0
+
+
+def save_density(path: str, density: np.ndarray, extent: tuple[float, float, float, float],
+                 title: str = "") -> None:
+  """A density on a regular 2-D grid ([rows = y, columns = x]) as a heat map."""
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+  figure, axis = plt.subplots(figsize=(4, 4))
+  axis.imshow(density, origin="lower", extent=extent, cmap="viridis")
+  axis.set_title(title)
+  figure.savefig(path, dpi=100, bbox_inches="tight")
+  plt.close(figure)

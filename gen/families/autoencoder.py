@@ -57,7 +57,7 @@ class Autoencoder(Family):
   def _reconstruct_logits(self, params, x):
     return self.model.apply({"params": params}, x)
 
-  def loss(self, params, batch, rng):
+  def loss(self, params, batch, rng, step):
     x = self.prepare(batch, rng, train=True)
     logits = self._reconstruct_logits(params, x)
     per_example = losses.reconstruction_loss(
@@ -72,7 +72,7 @@ class Autoencoder(Family):
   def encode(self, params, x):
     return self.model.apply({"params": params}, x, method="encode")
 
-  def evaluate(self, params, batch, rng):
+  def evaluate(self, params, batch, rng, final=False):
     x = self.prepare(batch, rng, train=False)
     logits = self._reconstruct_logits(params, x)
     model = self.config.model

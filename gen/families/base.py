@@ -54,6 +54,9 @@ class Family:
   config_keys: tuple[str, ...] = ()
   # The metric (a key of `evaluate`'s output) that `loss` means on eval data.
   eval_loss_key = "loss"
+  # A likelihood of dequantized data must be evaluated on dequantized data
+  # too (with noise from a fixed key); other families evaluate on pixels / 255.
+  dequantize_in_eval = False
 
   def __init__(self, config: ml_collections.ConfigDict, info: SourceInfo):
     self.config = config
@@ -87,16 +90,37 @@ class Family:
       rng = jax.random.PRNGKey(0)
     return preprocess(batch["x"], batch["uid"], rng, kind=self.info.kind,
                       scale=data.scale, binarize=data.binarize,
-                      dequantize=data.dequantize and train)
+                      dequantize=data.dequantize and (train or self.dequantize_in_eval))
+
+  def true_density(self):
+    """The density that generated toy2d data (its log_prob), or None for other data."""
+    if not self.info.name.startswith("toy2d/"):
+      return None
+    from gen.data import toy2d
+    toy = self.config.data.toy2d
+    return toy2d.make(toy.density, toy.noise)
 
   # --- what each family writes ------------------------------------------------
-  def loss(self, params, batch: dict, rng) -> tuple[jax.Array, dict[str, jax.Array]]:
-    """Scalar training loss and scalar metrics to log."""
+  def loss(self, params, batch: dict, rng, step) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """Scalar training loss and scalar metrics to log.
+
+    `step` ([] int32, the updates taken so far) lets a loss follow a schedule
+    of its own, such as a VAE's KL warm-up; most families ignore it.
+    """
     raise NotImplementedError
 
-  def evaluate(self, params, batch: dict, rng) -> dict[str, jax.Array]:
-    """Per-example metrics, each [batch]; the loop averages them over real rows."""
+  def evaluate(self, params, batch: dict, rng, final: bool = False) -> dict[str, jax.Array]:
+    """Per-example metrics, each [batch]; the loop averages them over real rows.
+
+    `final` is True for the test evaluation at the end of a run, where a
+    family may spend more (a VAE's 1000-sample importance-weighted bound).
+    """
     raise NotImplementedError
+
+  def report(self, params, dataset, mesh, workdir: str, step: int) -> dict:
+    """After the test evaluation: pictures and figures that are not per-example
+    means (samples, their timing, non-finite counts); merged into results.json."""
+    return {}
 
   def visualize(self, params, batch: dict, rng) -> dict[str, jax.Array]:
     """Named pictures: [n, h, w, c] images in [0, 1], or [n, 2] points."""
@@ -107,7 +131,7 @@ class Family:
                  tx: optax.GradientTransformation) -> tuple[TrainState, dict]:
     """One update; a pure function of its arguments, compiled by the loop."""
     (loss, metrics), grads = jax.value_and_grad(self.loss, has_aux=True)(
-        state.params, batch, rng)
+        state.params, batch, rng, state.step)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     return apply_if_finite(state, params, opt_state, loss, grads, metrics,

@@ -69,15 +69,20 @@ def init_state(family, tx, config: ml_collections.ConfigDict, mesh) -> TrainStat
   state = TrainState(
       step=jnp.array(0, jnp.int32), params=params,
       opt_state=family.init_opt_state(tx, params), rng=state_rng,
-      ema_params=params if config.train.ema_decay > 0 else None)
+      # A copy: the step donates its state, and one buffer cannot be donated twice.
+      ema_params=(jax.tree_util.tree_map(jnp.copy, params) if config.train.ema_decay > 0
+                  else None))
   return jax.device_put(state, sharding.replicated(mesh))
 
 
-def make_eval_fn(family, mesh):
-  """Compiled (params, batch) -> sums over real rows of each metric, and counts."""
+def make_eval_fn(family, mesh, final: bool = False):
+  """Compiled (params, batch) -> sums over real rows of each metric, and counts.
+
+  final=True is the end-of-run test evaluation (see Family.evaluate).
+  """
 
   def eval_batch(params, batch):
-    per_example = family.evaluate(params, batch, jax.random.PRNGKey(0))
+    per_example = family.evaluate(params, batch, jax.random.PRNGKey(0), final=final)
     mask = batch["mask"]
     sums = {"count": jnp.sum(mask)}
     for key, values in per_example.items():
@@ -307,14 +312,17 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     if not val_metrics:  # a finished run started again: evaluate what it has
       val_metrics = evaluate_split(eval_fn, state.eval_params(), dataset, "val",
                                    config.eval.batch_size, mesh)
-    test_metrics = evaluate_split(eval_fn, state.eval_params(), dataset, "test",
-                                  config.eval.batch_size, mesh)
+    test_metrics = evaluate_split(make_eval_fn(family, mesh, final=True), state.eval_params(),
+                                  dataset, "test", config.eval.batch_size, mesh)
     writer.write(final_step, "test", test_metrics)
     logging.info("test: %s", " ".join(f"{k}={v:.5g}" for k, v in test_metrics.items()))
+    report = family.report(state.eval_params(), dataset, mesh, workdir, final_step)
+    if report:
+      logging.info("report: %s", json.dumps(report))
   plots.save_loss_curves(workdir)
   results = {"step": final_step, "val": val_metrics, "test": test_metrics,
              "skipped_updates": skipped, "best_checkpoint_step": checkpoints.best_step(),
-             "num_params": int(num_params), "devices": mesh.size}
+             "num_params": int(num_params), "devices": mesh.size, **report}
   checkpoints.close()
   with open(os.path.join(workdir, "results.json"), "w") as file:
     json.dump(results, file, indent=2)

@@ -1,0 +1,32 @@
+"""Convolutional VAE on Fashion-MNIST, 8-bit pixels through a discretized logistic.
+
+  python experiments/main.py --config=configs/conv_vae.py --workdir=runs/conv_vae
+
+TARGET_PLACEHOLDER
+
+Variants as configs/vae.py: binarized, latent2, digits.
+"""
+
+from configs import default, vae
+
+
+def get_config(variant: str = ""):
+  config = vae.get_config()
+  config.model.name = "conv_vae"
+  config.model.channels = (32, 64)
+  config.model.hidden_size = 256
+  del config.model.hidden_sizes
+  config.model.conv_transpose_impl = "phases"
+  # Decoding K=1000 samples of a 1000-image batch at once would need ~40 GB
+  # of activations; 100 images x 25 samples is ~0.3 GB.
+  config.eval.batch_size = 100
+  config.eval.iw_chunk = 25
+  if variant == "toy2d":
+    raise ValueError("--config=configs/conv_vae.py:toy2d: a convolutional VAE needs "
+                     "images; use configs/vae.py:toy2d")
+  vae.apply_variant(config, variant, "configs/conv_vae.py")
+  if variant == "digits":
+    config.model.channels = (16,)
+    config.model.hidden_size = 64
+    config.eval.batch_size = 64
+  return config

@@ -1,0 +1,294 @@
+"""Variational autoencoders (Kingma and Welling, 2014).
+
+q(z | x) = N(mean(x), diag(exp(log_var(x)))), p(z) = N(0, I), and p(x | z) by
+`config.model.decoder`:
+  bernoulli  binarized pixels (config.data.binarize = dynamic or static);
+  logistic   8-bit pixels through a discretized logistic: the probability of
+             each integer value, so the bound is in bits/dim of the same 8-bit
+             data a flow sees (gen.evaluate.likelihood);
+  gaussian   real vectors (toy2d points).
+
+Training minimizes -E_q[log p(x | z)] + beta * w(step) * KL(q || p), with the
+warm-up w rising linearly from 0 to 1 over `config.model.kl_warmup_steps`.
+Evaluation always reports the true bound (beta = w = 1) and, at the end of a
+run, the importance-weighted bound with K = config.eval.iw_samples (Burda et
+al., 2016), which is tighter and approaches log p(x) as K grows. Both are
+bounds, and their names say so.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from gen.data import to_unit
+from gen.evaluate import likelihood, plots, sampling
+from gen.families import FAMILIES
+from gen.families.base import Family
+from gen.models.vae import decoder_outputs
+from gen.train import sharding
+
+# A floor on the decoder's log-scale: a collapsing scale would give the
+# likelihood of a point mass, unbounded for the Gaussian decoder.
+_MIN_LOG_SCALE = -7.0
+
+
+def gaussian_kl(mean, log_var):
+  """[batch, latent] -> [batch] KL(N(mean, exp(log_var)) || N(0, I)), analytic."""
+  return 0.5 * jnp.sum(mean ** 2 + jnp.exp(log_var) - 1.0 - log_var, axis=-1)
+
+
+def diagonal_normal_log_prob(z, mean, log_var):
+  """log N(z; mean, diag(exp(log_var))), summed over the last axis."""
+  return -0.5 * jnp.sum((z - mean) ** 2 * jnp.exp(-log_var) + log_var
+                        + math.log(2.0 * math.pi), axis=-1)
+
+
+def discretized_logistic_log_prob(pixels, mean, log_scale):
+  """log P(pixel) of 8-bit values under a logistic discretized to 256 bins.
+
+  Args:
+    pixels: integer values 0..255 (any dtype).
+    mean, log_scale: the logistic in [-1, 1] units, where pixel p sits at
+      2 p / 255 - 1 and owns the bin of half-width 1 / 255 around it; the
+      end bins reach to -inf and +inf, so the 256 masses sum to 1.
+  Returns the per-value log-probabilities, shaped like `pixels`.
+  """
+  x = 2.0 * pixels.astype(jnp.float32) / 255.0 - 1.0
+  inverse_scale = jnp.exp(-log_scale)
+  upper = (x + 1.0 / 255.0 - mean) * inverse_scale
+  lower = (x - 1.0 / 255.0 - mean) * inverse_scale
+  log_cdf_upper = jax.nn.log_sigmoid(upper)  # log P(X < upper edge)
+  log_survival_lower = jax.nn.log_sigmoid(-lower)  # log P(X > lower edge)
+  # sigmoid(a) - sigmoid(b) = sigmoid(a) sigmoid(-b) (1 - exp(b - a)): no
+  # cancellation however narrow the bin is relative to the scale.
+  # lower - upper is computed from the bin width, not by subtracting: at a
+  # large scale the two would round to the same float and give log(0).
+  middle = (log_cdf_upper + log_survival_lower
+            + jnp.log(-jnp.expm1(-2.0 / 255.0 * inverse_scale)))
+  return jnp.where(pixels <= 0, log_cdf_upper,
+                   jnp.where(pixels >= 255, log_survival_lower, middle))
+
+
+@FAMILIES.register("vae")
+class VAE(Family):
+  config_keys = ("beta", "kl_warmup_steps")
+
+  @property
+  def decoder(self) -> str:
+    return self.model.decoder
+
+  @property
+  def num_dims(self) -> int:
+    return math.prod(self.info.shape)
+
+  def check_config(self) -> list[str]:
+    data, model = self.config.data, self.config.model
+    decoder = self.decoder
+    decoder_outputs(decoder)  # raises on an unknown name
+    if self.info.kind == "image":
+      if decoder == "gaussian":
+        raise ValueError("config.model.decoder='gaussian' is for real-valued vectors; for "
+                         "8-bit images use 'logistic', for binarized ones 'bernoulli'")
+      if decoder == "bernoulli" and data.binarize == "none":
+        raise ValueError("config.model.decoder='bernoulli' models binary pixels: set "
+                         "config.data.binarize to 'dynamic' or 'static', or use "
+                         "decoder='logistic' for 8-bit pixels")
+      if decoder == "bernoulli" and data.scale != "unit":
+        raise ValueError(f"config.data.scale={data.scale!r}: Bernoulli targets are in "
+                         f"{{0, 1}}; use scale='unit'")
+      if decoder == "logistic" and (data.binarize != "none" or data.dequantize):
+        raise ValueError("config.model.decoder='logistic' gives the probability of each "
+                         "8-bit value: set config.data.binarize='none' and "
+                         "config.data.dequantize=False")
+    elif decoder != "gaussian":
+      raise ValueError(f"config.model.decoder={decoder!r} is for images; "
+                       f"{self.info.name} holds real vectors: use 'gaussian'")
+    if model.get("beta", 1.0) < 0:
+      raise ValueError(f"config.model.beta={model.beta!r} must be >= 0")
+    if model.get("kl_warmup_steps", 0) < 0:
+      raise ValueError(f"config.model.kl_warmup_steps={model.kl_warmup_steps!r} must be >= 0")
+    return []
+
+  # --- the model's pieces -----------------------------------------------------
+  def encode(self, params, x):
+    return self.model.apply({"params": params}, x, method="encode")
+
+  def decode(self, params, z):
+    return self.model.apply({"params": params}, z, method="decode")
+
+  def targets(self, batch, x):
+    """What the decoder's likelihood scores: 8-bit integers for 'logistic', else x."""
+    return batch["x"] if self.decoder == "logistic" else x
+
+  def log_likelihood(self, out, target):
+    """Decoder output [b, *shape, k] and targets [b, *shape] -> [b] log p(x | z), nats."""
+    if self.decoder == "bernoulli":
+      logits = out[..., 0]
+      per_value = target * jax.nn.log_sigmoid(logits) + (1 - target) * jax.nn.log_sigmoid(-logits)
+    elif self.decoder == "logistic":
+      per_value = discretized_logistic_log_prob(
+          target, out[..., 0], jnp.maximum(out[..., 1], _MIN_LOG_SCALE))
+    else:
+      log_scale = jnp.maximum(out[..., 1], _MIN_LOG_SCALE)
+      per_value = diagonal_normal_log_prob(target[..., None], out[..., :1],
+                                           2.0 * log_scale[..., None])
+    return jnp.sum(per_value.reshape(per_value.shape[0], -1), axis=1)
+
+  def elbo_parts(self, params, x, target, rng):
+    """One-sample reconstruction term log p(x | z) and analytic KL, each [b], nats."""
+    mean, log_var = self.encode(params, x)
+    z = mean + jnp.exp(0.5 * log_var) * jax.random.normal(rng, mean.shape)
+    return self.log_likelihood(self.decode(params, z), target), gaussian_kl(mean, log_var)
+
+  def iw_log_likelihood(self, params, x, target, rng, num_samples: int, chunk: int):
+    """[b] importance-weighted bound on log p(x) with `num_samples` samples of q.
+
+    log (1/K) sum_k p(x | z_k) p(z_k) / q(z_k | x); the samples are drawn
+    `chunk` at a time in a lax.scan with a running logsumexp, so memory is
+    that of `chunk` decodes per example whatever K is.
+    """
+    if num_samples % chunk:
+      raise ValueError(f"config.eval.iw_samples={num_samples} must be a multiple of "
+                       f"config.eval.iw_chunk={chunk}")
+    mean, log_var = self.encode(params, x)
+    batch = x.shape[0]
+    tiled_target = jnp.broadcast_to(target, (chunk, *target.shape)).reshape(
+        chunk * batch, *target.shape[1:])
+
+    def add_chunk(running, key):
+      z = mean + jnp.exp(0.5 * log_var) * jax.random.normal(key, (chunk, *mean.shape))
+      log_q = diagonal_normal_log_prob(z, mean, log_var)
+      log_prior = diagonal_normal_log_prob(z, 0.0, jnp.zeros_like(log_var))
+      out = self.decode(params, z.reshape(chunk * batch, -1))
+      log_px = self.log_likelihood(out, tiled_target).reshape(chunk, batch)
+      log_weights = log_px + log_prior - log_q
+      return jnp.logaddexp(running, jax.nn.logsumexp(log_weights, axis=0)), None
+
+    keys = jax.random.split(rng, num_samples // chunk)
+    total, _ = jax.lax.scan(add_chunk, jnp.full((batch,), -jnp.inf), keys)
+    return total - math.log(num_samples)
+
+  # --- what the loop calls ----------------------------------------------------
+  def _to_report_units(self, nats):
+    """Negative log-likelihoods in bits/dim for 8-bit data, nats otherwise."""
+    if self.decoder == "logistic":
+      return likelihood.bits_per_dim(-nats, self.num_dims)
+    return nats
+
+  @property
+  def _bound_name(self) -> str:
+    return "bits_per_dim" if self.decoder == "logistic" else "nll"
+
+  def kl_weight(self, step):
+    """beta times the warm-up factor min(1, step / kl_warmup_steps)."""
+    model = self.config.model
+    warmup = model.get("kl_warmup_steps", 0)
+    factor = jnp.minimum(1.0, step / warmup) if warmup else 1.0
+    return model.get("beta", 1.0) * factor
+
+  def loss(self, params, batch, rng, step):
+    data_rng, sample_rng = jax.random.split(rng)
+    x = self.prepare(batch, data_rng, train=True)
+    reconstruction, kl = self.elbo_parts(params, x, self.targets(batch, x), sample_rng)
+    weight = self.kl_weight(step)
+    loss = self._to_report_units(jnp.mean(-reconstruction + weight * kl))
+    return loss, {"elbo_bound": self._to_report_units(jnp.mean(kl - reconstruction)),
+                  "kl_nats": jnp.mean(kl), "kl_weight": jnp.asarray(weight, jnp.float32)}
+
+  def evaluate(self, params, batch, rng, final=False):
+    x = self.prepare(batch, rng, train=False)
+    target = self.targets(batch, x)
+    elbo_rng, iw_rng = jax.random.split(jax.random.fold_in(rng, 1))
+    reconstruction, kl = self.elbo_parts(params, x, target, elbo_rng)
+    bound = self._to_report_units(kl - reconstruction)
+    name = self._bound_name
+    metrics = {"loss": bound, f"{name}_elbo_bound": bound, "kl_nats": kl,
+               "reconstruction_nats": -reconstruction}
+    samples = self.config.eval.iw_samples
+    if final and samples:
+      log_px = self.iw_log_likelihood(params, x, target, iw_rng, samples,
+                                      min(self.config.eval.iw_chunk, samples))
+      metrics[f"{name}_iw{samples}_bound"] = self._to_report_units(-log_px)
+    density = self.true_density()
+    if density is not None:
+      metrics["true_nll"] = -density.log_prob(x)
+    return metrics
+
+  # --- pictures ---------------------------------------------------------------
+  def _mean_image(self, out):
+    """Decoder output -> the image it stands for, in [0, 1]."""
+    if self.decoder == "bernoulli":
+      return jax.nn.sigmoid(out[..., 0])
+    return jnp.clip((out[..., 0] + 1.0) / 2.0, 0.0, 1.0)
+
+  def sample(self, params, rng, num: int, temperature=1.0):
+    """Decoded prior samples z ~ N(0, T^2 I): mean images in [0, 1], or points drawn
+    from p(x | z) (a point's mean alone would hide the decoder's noise)."""
+    prior_rng, noise_rng = jax.random.split(rng)
+    z = temperature * jax.random.normal(prior_rng, (num, self.model.latent_dim))
+    out = self.decode(params, z)
+    if self.info.kind == "image":
+      return self._mean_image(out)
+    scale = jnp.exp(jnp.maximum(out[..., 1], _MIN_LOG_SCALE))
+    return out[..., 0] + scale * jax.random.normal(noise_rng, out[..., 0].shape)
+
+  def interpolate(self, params, x, steps: int = 10):
+    """Rows of decoded straight lines between the posterior means of x[2i] and x[2i+1]."""
+    mean, _ = self.encode(params, x[: 2 * (x.shape[0] // 2)])
+    start, end = mean[0::2], mean[1::2]
+    weights = jnp.linspace(0.0, 1.0, steps)[None, :, None]
+    path = start[:, None] * (1 - weights) + end[:, None] * weights  # [pairs, steps, latent]
+    return self._mean_image(self.decode(params, path.reshape(-1, mean.shape[-1])))
+
+  def visualize(self, params, batch, rng):
+    samples = self.sample(params, rng, batch["x"].shape[0])
+    if self.info.kind != "image":
+      return {"samples": samples}
+    x = self.prepare(batch, rng, train=False)
+    mean, _ = self.encode(params, x)
+    columns = 8
+    n = (x.shape[0] // columns) * columns
+    originals = to_unit(x[:n], self.config.data.scale)
+    recon = self._mean_image(self.decode(params, mean[:n]))
+    pairs = jnp.stack([originals, recon]).reshape(2, n // columns, columns, *x.shape[1:])
+    return {"samples": samples,
+            "reconstructions": jnp.swapaxes(pairs, 0, 1).reshape(2 * n, *x.shape[1:])}
+
+  def report(self, params, dataset, mesh, workdir, step):
+    report = sampling.sample_report(self, params, workdir, step, self.config.eval.num_images,
+                                    self.config.eval.temperatures)
+    if self.info.kind == "image":
+      report["interpolations"] = self._save_interpolations(params, dataset, workdir)
+    if self.model.latent_dim == 2:
+      report["latent_scatter"] = self._save_latent_scatter(params, dataset, mesh, workdir,
+                                                           step)
+    return report
+
+  def _save_interpolations(self, params, dataset, workdir, pairs: int = 8,
+                           steps: int = 10) -> str:
+    batch = next(dataset.eval_batches("test", 2 * pairs))
+    params = jax.device_put(jax.device_get(params), jax.devices()[0])
+    x = self.prepare(batch, None, train=False)
+    rows = jax.jit(self.interpolate, static_argnums=2)(params, x, steps)
+    name = "interpolations.png"
+    plots.save_image_grid(os.path.join(workdir, name), np.asarray(rows), columns=steps)
+    return name
+
+  def _save_latent_scatter(self, params, dataset, mesh, workdir, step) -> str:
+    """Posterior means of every test example, coloured by label."""
+    encode = jax.jit(lambda p, b: self.encode(p, self.prepare(b, None, train=False))[0])
+    means, labels = [], []
+    for batch in dataset.eval_batches("test", self.config.eval.batch_size):
+      real = int(batch["mask"].sum())
+      means.append(np.asarray(encode(params, sharding.put_batch(batch, mesh)))[:real])
+      labels.append(batch["label"][:real])
+    name = "latents.png"
+    plots.save_scatter(os.path.join(workdir, name), np.concatenate(means),
+                       title=f"test posterior means, step {step}",
+                       labels=np.concatenate(labels))
+    return name

@@ -1,0 +1,303 @@
+"""RealNVP (Dinh, Sohl-Dickstein and Bengio, 2017): images and 2-D points.
+
+An invertible map x -> z built from affine coupling layers: half of the
+values (chosen by a mask) pass unchanged and set a scale and shift for the
+other half,
+
+  y = m * x + (1 - m) * (x * exp(s(m * x)) + t(m * x)),
+
+so the Jacobian is triangular and log |det| = sum over the changed values of s.
+Both modules expose `forward(x) -> (z, log_det)` with z flattened to
+[batch, D], and `inverse(z) -> x`; the family adds the prior and the
+preprocessing (gen.families.flow).
+
+The image model is the paper's multi-scale architecture: at each scale,
+checkerboard couplings, a squeeze (2x2 pixels -> 4 channels), channel-wise
+couplings, then half the channels are factored out as latents and only the
+other half goes on to the next scale; a last block of checkerboard couplings
+ends it. The s/t networks are residual CNNs with weight normalization, which
+does not depend on the batch (the paper's batch norm does, and misbehaves at
+the small per-device batches of data-parallel training).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from gen.models import layers, register
+
+
+class WeightNormConv(nn.Module):
+  """A convolution with kernel g * v / ||v|| (Salimans and Kingma, 2016).
+
+  zero_init starts g at 0, so the layer outputs its bias (0): a coupling whose
+  last layer is zero starts as the identity, which keeps a deep flow stable.
+  """
+
+  features: int
+  kernel_size: int = 3
+  zero_init: bool = False
+
+  @nn.compact
+  def __call__(self, x):
+    k = self.kernel_size
+    direction = self.param("direction", nn.initializers.lecun_normal(),
+                           (k, k, x.shape[-1], self.features))
+    gain = self.param("gain", nn.initializers.zeros_init() if self.zero_init
+                      else nn.initializers.ones_init(), (self.features,))
+    bias = self.param("bias", nn.initializers.zeros_init(), (self.features,))
+    norm = jnp.sqrt(jnp.sum(direction ** 2, axis=(0, 1, 2)) + 1e-12)
+    kernel = direction * (gain / norm)
+    y = jax.lax.conv_general_dilated(x, kernel, (1, 1), "SAME",
+                                     dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    return y + bias
+
+
+class ResidualScaleShift(nn.Module):
+  """Masked input (and the mask) -> (log-scale, shift), each shaped like the input.
+
+  The log-scale is bounded: scale * tanh(raw), with a learned per-channel
+  scale, so one coupling cannot blow values up by more than exp(scale).
+  """
+
+  features: int
+  num_res_blocks: int
+  activation: str = "relu"
+
+  @nn.compact
+  def __call__(self, x, mask):
+    act = layers.activation(self.activation)
+    channels = x.shape[-1]
+    h = WeightNormConv(self.features)(jnp.concatenate([x, jnp.broadcast_to(mask, x.shape)], -1))
+    for _ in range(self.num_res_blocks):
+      inner = WeightNormConv(self.features)(act(h))
+      h = h + WeightNormConv(self.features)(act(inner))
+    out = WeightNormConv(2 * channels, zero_init=True)(act(h))
+    raw_log_scale, shift = jnp.split(out, 2, axis=-1)
+    bound = self.param("log_scale_bound", nn.initializers.ones_init(), (channels,))
+    return bound * jnp.tanh(raw_log_scale), shift
+
+
+class MLPScaleShift(nn.Module):
+  """The 2-D model's s/t network: an MLP on the masked point."""
+
+  hidden_sizes: Sequence[int]
+  activation: str = "relu"
+
+  @nn.compact
+  def __call__(self, x, mask):
+    act = layers.activation(self.activation)
+    h = x
+    for size in self.hidden_sizes:
+      h = act(nn.Dense(size)(h))
+    out = nn.Dense(2 * x.shape[-1], kernel_init=nn.initializers.zeros_init())(h)
+    raw_log_scale, shift = jnp.split(out, 2, axis=-1)
+    bound = self.param("log_scale_bound", nn.initializers.ones_init(), (x.shape[-1],))
+    return bound * jnp.tanh(raw_log_scale), shift
+
+
+class AffineCoupling(nn.Module):
+  """One coupling layer; `mask` (1 = passes unchanged) broadcasts against x."""
+
+  mask: np.ndarray
+  net: nn.Module
+
+  def forward(self, x):
+    mask = jnp.asarray(self.mask, x.dtype)
+    log_scale, shift = self.net(x * mask, mask)
+    log_scale, shift = log_scale * (1 - mask), shift * (1 - mask)
+    y = x * mask + (1 - mask) * (x * jnp.exp(log_scale) + shift)
+    return y, jnp.sum(log_scale.reshape(x.shape[0], -1), axis=1)
+
+  def inverse(self, y):
+    mask = jnp.asarray(self.mask, y.dtype)
+    # The passed half of y is the passed half of x, so s and t are recomputed exactly.
+    log_scale, shift = self.net(y * mask, mask)
+    log_scale, shift = log_scale * (1 - mask), shift * (1 - mask)
+    return y * mask + (1 - mask) * ((y - shift) * jnp.exp(-log_scale))
+
+  def __call__(self, x):
+    return self.forward(x)
+
+
+def checkerboard_mask(height: int, width: int, parity: int) -> np.ndarray:
+  rows, columns = np.indices((height, width))
+  return ((rows + columns + parity) % 2 == 0).astype(np.float32)[:, :, None]
+
+
+def channel_mask(channels: int, parity: int) -> np.ndarray:
+  first_half = (np.arange(channels) < channels // 2).astype(np.float32)
+  return first_half if parity == 0 else 1.0 - first_half
+
+
+def squeeze(x):
+  """[b, h, w, c] -> [b, h/2, w/2, 4c]: each 2x2 patch becomes 4 channels."""
+  b, h, w, c = x.shape
+  x = x.reshape(b, h // 2, 2, w // 2, 2, c).transpose(0, 1, 3, 2, 4, 5)
+  return x.reshape(b, h // 2, w // 2, 4 * c)
+
+
+def unsqueeze(x):
+  b, h, w, c = x.shape
+  x = x.reshape(b, h, w, 2, 2, c // 4).transpose(0, 1, 3, 2, 4, 5)
+  return x.reshape(b, 2 * h, 2 * w, c // 4)
+
+
+@register("realnvp", family="flow")
+class RealNVP(nn.Module):
+  """Multi-scale RealNVP for [h, w, c] images (in logit space, see the family).
+
+  Each scale needs even height and width (a squeeze halves them) and at least
+  2 channels after the squeeze to factor out half; 28x28 allows 2 scales.
+  """
+
+  data_shape: Sequence[int]
+  num_scales: int = 2
+  # Checkerboard couplings, then (after the squeeze) channel couplings, per scale.
+  num_couplings: int = 3
+  # Checkerboard couplings at the last, coarsest scale.
+  num_final_couplings: int = 4
+  features: int = 64
+  num_res_blocks: int = 2
+  activation: str = "relu"
+
+  def setup(self):
+    height, width, channels = self.data_shape
+    check_scales(self.data_shape, self.num_scales)
+    if self.num_couplings < 1 or self.num_final_couplings < 1:
+      raise ValueError("config.model.num_couplings and config.model.num_final_couplings "
+                       "must be >= 1")
+    net = lambda: ResidualScaleShift(self.features, self.num_res_blocks, self.activation)
+    scales = []
+    for _ in range(self.num_scales):
+      board = [AffineCoupling(checkerboard_mask(height, width, i % 2), net())
+               for i in range(self.num_couplings)]
+      height, width, channels = height // 2, width // 2, channels * 4
+      split = [AffineCoupling(channel_mask(channels, i % 2), net())
+               for i in range(self.num_couplings)]
+      scales.append((board, split))
+      channels //= 2  # half is factored out
+    self.scales = scales
+    self.final = [AffineCoupling(checkerboard_mask(height, width, i % 2), net())
+                  for i in range(self.num_final_couplings)]
+
+  def forward(self, x):
+    """x: [b, h, w, c] -> (z [b, h*w*c], log |det dz/dx| [b])."""
+    log_det = jnp.zeros(x.shape[0], x.dtype)
+    latents = []
+    for board, split in self.scales:
+      for coupling in board:
+        x, ld = coupling.forward(x)
+        log_det += ld
+      x = squeeze(x)
+      for coupling in split:
+        x, ld = coupling.forward(x)
+        log_det += ld
+      keep = x.shape[-1] // 2
+      latents.append(x[..., keep:].reshape(x.shape[0], -1))
+      x = x[..., :keep]
+    for coupling in self.final:
+      x, ld = coupling.forward(x)
+      log_det += ld
+    latents.append(x.reshape(x.shape[0], -1))
+    return jnp.concatenate(latents, axis=1), log_det
+
+  def inverse(self, z):
+    """z: [b, h*w*c] -> x: [b, h, w, c], in the layout `forward` returns."""
+    height, width, channels = self.data_shape
+    shapes = []  # shape of each factored-out piece, coarsest last
+    for _ in range(self.num_scales):
+      height, width, channels = height // 2, width // 2, channels * 4
+      shapes.append((height, width, channels - channels // 2))
+      channels //= 2
+    sizes = [math.prod(s) for s in shapes] + [height * width * channels]
+    pieces = jnp.split(z, np.cumsum(sizes)[:-1], axis=1)
+    x = pieces[-1].reshape(z.shape[0], height, width, channels)
+    for coupling in reversed(self.final):
+      x = coupling.inverse(x)
+    for (board, split), shape, piece in zip(reversed(self.scales), reversed(shapes),
+                                            reversed(pieces[:-1])):
+      x = jnp.concatenate([x, piece.reshape(z.shape[0], *shape)], axis=-1)
+      for coupling in reversed(split):
+        x = coupling.inverse(x)
+      x = unsqueeze(x)
+      for coupling in reversed(board):
+        x = coupling.inverse(x)
+    return x
+
+  def __call__(self, x):
+    return self.forward(x)
+
+
+def check_scales(data_shape, num_scales: int) -> None:
+  height, width, channels = data_shape
+  if num_scales < 1:
+    raise ValueError(f"config.model.num_scales={num_scales} must be >= 1")
+  for scale in range(num_scales):
+    if height % 2 or width % 2:
+      raise ValueError(
+          f"config.model.num_scales={num_scales} is too many for {tuple(data_shape)} "
+          f"images: scale {scale + 1} would squeeze {height}x{width}, which is not even")
+    height, width, channels = height // 2, width // 2, channels * 4 // 2
+
+
+def fixed_rotation(index: int) -> np.ndarray:
+  """The 2x2 rotation between couplings `index` and `index + 1`: fixed, not learned.
+
+  Axis-aligned couplings alone can only shear along the two axes in turn; a
+  rotation between them lets the next coupling act along a new direction, at
+  no cost to the likelihood (log |det| = 0) or to inversion (its transpose).
+  The angles are the golden-angle sequence, so no two are alike.
+  """
+  angle = index * math.pi * (3.0 - math.sqrt(5.0))
+  return np.array([[math.cos(angle), -math.sin(angle)],
+                   [math.sin(angle), math.cos(angle)]], np.float32)
+
+
+@register("realnvp2d", family="flow")
+class RealNVP2D(nn.Module):
+  """RealNVP for 2-D points: couplings that alternate which coordinate passes,
+  with a fixed rotation after each when `rotate` is set."""
+
+  data_shape: Sequence[int]
+  num_couplings: int = 8
+  hidden_sizes: Sequence[int] = (128, 128)
+  activation: str = "relu"
+  rotate: bool = True
+
+  def setup(self):
+    if tuple(self.data_shape) != (2,):
+      raise ValueError(f"model realnvp2d is for 2-D points, not data of shape "
+                       f"{tuple(self.data_shape)}; use realnvp for images")
+    if self.num_couplings < 2:
+      raise ValueError(f"config.model.num_couplings={self.num_couplings} must be >= 2, "
+                       f"so that both coordinates are transformed")
+    self.couplings = [
+        AffineCoupling(np.array([1.0, 0.0]) if i % 2 == 0 else np.array([0.0, 1.0]),
+                       MLPScaleShift(tuple(self.hidden_sizes), self.activation))
+        for i in range(self.num_couplings)]
+
+  def forward(self, x):
+    log_det = jnp.zeros(x.shape[0], x.dtype)
+    for index, coupling in enumerate(self.couplings):
+      x, ld = coupling.forward(x)
+      log_det += ld
+      if self.rotate:
+        x = x @ fixed_rotation(index)
+    return x, log_det
+
+  def inverse(self, z):
+    for index, coupling in reversed(list(enumerate(self.couplings))):
+      if self.rotate:
+        z = z @ fixed_rotation(index).T
+      z = coupling.inverse(z)
+    return z
+
+  def __call__(self, x):
+    return self.forward(x)

@@ -1,0 +1,183 @@
+"""RealNVP: invertibility, log-determinants, normalization, bits/dim."""
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from scipy import integrate, stats
+
+from configs import realnvp, realnvp2d
+from gen.data import SourceInfo
+from gen.evaluate import likelihood
+from gen.families.flow import Flow
+from gen.models.flow import RealNVP, RealNVP2D, squeeze, unsqueeze
+
+
+def _perturbed(params, scale, seed=1):
+  """Parameters moved off the identity initialization, so the flow does something."""
+  leaves, tree = jax.tree_util.tree_flatten(params)
+  keys = jax.random.split(jax.random.PRNGKey(seed), len(leaves))
+  return jax.tree_util.tree_unflatten(
+      tree, [leaf + scale * jax.random.normal(key, leaf.shape) for leaf, key in zip(leaves, keys)])
+
+
+def _image_flow(shape=(8, 8, 1), num_scales=2, **fields):
+  fields = {"features": 8, "num_res_blocks": 1, "num_couplings": 2,
+            "num_final_couplings": 2, **fields}
+  model = RealNVP(data_shape=shape, num_scales=num_scales, **fields)
+  x = jax.random.normal(jax.random.PRNGKey(0), (3, *shape))
+  params = _perturbed(model.init(jax.random.PRNGKey(2), x)["params"], 0.3)
+  return model, params, x
+
+
+def test_squeeze_is_inverted_by_unsqueeze():
+  x = jnp.arange(2 * 4 * 6 * 3, dtype=jnp.float32).reshape(2, 4, 6, 3)
+  assert squeeze(x).shape == (2, 2, 3, 12)
+  np.testing.assert_array_equal(unsqueeze(squeeze(x)), x)
+  # A 2x2 patch of one channel lands in four channels of one position.
+  np.testing.assert_array_equal(np.sort(squeeze(x)[0, 0, 0, ::3]),
+                                np.sort(x[0, :2, :2, 0].ravel()))
+
+
+@pytest.mark.parametrize("shape,num_scales", [((8, 8, 1), 2), ((28, 28, 1), 2), ((4, 4, 3), 1)])
+def test_image_flow_inverse_returns_the_input(shape, num_scales):
+  model, params, x = _image_flow(shape, num_scales)
+  z, log_det = model.apply({"params": params}, x, method="forward")
+  assert z.shape == (3, math.prod(shape))
+  assert float(jnp.max(jnp.abs(log_det))) > 0.1, "perturbed flow should not be volume-preserving"
+  back = model.apply({"params": params}, z, method="inverse")
+  np.testing.assert_allclose(back, x, atol=1e-4)
+
+
+def test_2d_flow_inverse_returns_the_input():
+  model = RealNVP2D(data_shape=(2,), num_couplings=6, hidden_sizes=(32, 32))
+  x = 2.0 * jax.random.normal(jax.random.PRNGKey(0), (100, 2))
+  params = _perturbed(model.init(jax.random.PRNGKey(1), x)["params"], 0.3)
+  z, _ = model.apply({"params": params}, x, method="forward")
+  assert float(jnp.max(jnp.abs(z - x))) > 0.1
+  np.testing.assert_allclose(model.apply({"params": params}, z, method="inverse"), x, atol=1e-4)
+
+
+def _jacobian_log_det(fn, x):
+  """log |det| of fn's Jacobian at a single example x, by jax.jacfwd."""
+  flat = x.reshape(-1)
+  jacobian = jax.jacfwd(lambda v: fn(v.reshape(1, *x.shape)).reshape(-1))(flat)
+  return np.linalg.slogdet(np.asarray(jacobian, np.float64))[1]
+
+
+@pytest.mark.parametrize("shape,num_scales", [((4, 4, 1), 1), ((4, 4, 2), 2)])
+def test_image_flow_log_det_matches_jacfwd(shape, num_scales):
+  with jax.default_matmul_precision("highest"):
+    model, params, x = _image_flow(shape, num_scales)
+    _, log_det = model.apply({"params": params}, x, method="forward")
+    forward = lambda v: model.apply({"params": params}, v, method="forward")[0]
+    for i in range(x.shape[0]):
+      np.testing.assert_allclose(log_det[i], _jacobian_log_det(forward, x[i]),
+                                 rtol=1e-4, atol=1e-3)
+
+
+def test_2d_flow_log_det_matches_jacfwd():
+  model = RealNVP2D(data_shape=(2,), num_couplings=4, hidden_sizes=(16,))
+  x = jax.random.normal(jax.random.PRNGKey(0), (5, 2))
+  params = _perturbed(model.init(jax.random.PRNGKey(1), x)["params"], 0.5)
+  _, log_det = model.apply({"params": params}, x, method="forward")
+  forward = lambda v: model.apply({"params": params}, v, method="forward")[0]
+  for i in range(5):
+    np.testing.assert_allclose(log_det[i], _jacobian_log_det(forward, x[i]), rtol=1e-4,
+                               atol=1e-4)
+
+
+def test_logit_preprocessing_log_det_matches_jacfwd():
+  y = jax.random.uniform(jax.random.PRNGKey(0), (2, 3, 3, 1))
+  _, log_det = likelihood.logit(y, 0.05)
+  for i in range(2):
+    expected = _jacobian_log_det(lambda v: likelihood.logit(v, 0.05)[0], y[i])
+    np.testing.assert_allclose(log_det[i], expected, rtol=1e-5)
+  back = likelihood.inverse_logit(likelihood.logit(y, 0.05)[0], 0.05)
+  np.testing.assert_allclose(back, y, atol=1e-5)
+
+
+def _ring_family():
+  config = realnvp2d.get_config()
+  config.model.num_couplings = 6
+  config.model.hidden_sizes = (32, 32)
+  return Flow(config, SourceInfo("toy2d/ring8", (2,), "vector"))
+
+
+def test_2d_flow_density_integrates_to_one():
+  family = _ring_family()
+  params = _perturbed(family.init_params(jax.random.PRNGKey(0)), 0.1)
+  xs = np.linspace(-10, 10, 801, dtype=np.float32)
+  grid = np.stack(np.meshgrid(xs, xs), -1).reshape(-1, 2)
+  log_prob, _ = jax.jit(family.log_likelihood)(params, grid)
+  density = np.exp(np.asarray(log_prob, np.float64)).reshape(801, 801)
+  # The perturbed flow is far from a standard normal: the test is not trivial.
+  assert abs(density.max() - 1 / (2 * math.pi)) > 0.02
+  mass = density.sum() * (xs[1] - xs[0]) ** 2
+  assert abs(mass - 1.0) < 0.01, mass
+
+
+def test_uniform_density_is_eight_bits_per_dim():
+  # Uniform on [0, 256)^D has density 256^-D: log2(256) = 8 bits per value,
+  # whether the model saw pixel values (v / 256: density 1 on [0, 1)^D) or [-1, 1).
+  num_dims = 784
+  for scale, density in (("unit", 0.0), ("symmetric", num_dims * math.log(0.5))):
+    bpd = likelihood.bits_per_dim(jnp.array([density]), num_dims,
+                                  likelihood.scale_log_det(num_dims, scale))
+    np.testing.assert_allclose(bpd, [8.0], rtol=1e-6)
+
+
+def test_identity_flow_bits_per_dim_matches_the_analytic_value():
+  """At initialization the image flow is the identity (zero-initialized couplings), so
+  the model says logit(alpha + (1 - 2 alpha) v / 256) ~ N(0, I). On uniformly random
+  8-bit images, dequantized, its expected bits/dim is a 1-D integral over y = v / 256."""
+  alpha = 0.05
+  config = realnvp.get_config("digits")
+  config.model.logit_alpha = alpha
+  family = Flow(config, SourceInfo("digits", (8, 8, 1), "image"))
+  params = family.init_params(jax.random.PRNGKey(0))
+
+  def nll_of(y):  # -log p_v(v) for one value, by the change of variables, in float64
+    s = alpha + (1 - 2 * alpha) * y
+    z = math.log(s / (1 - s))
+    return -(stats.norm.logpdf(z) + math.log((1 - 2 * alpha) / (s * (1 - s)))
+             - math.log(256))
+
+  expected = integrate.quad(nll_of, 0.0, 1.0, limit=200)[0] / math.log(2)
+  pixels = np.random.default_rng(0).integers(0, 256, size=(4000, 8, 8, 1), dtype=np.uint8)
+  batch = {"x": pixels, "uid": np.arange(4000, dtype=np.int32)}
+  x = family.prepare(batch, jax.random.PRNGKey(1), train=True)  # dequantized
+  bpd = np.asarray(family._per_example_loss(params, x))
+  standard_error = bpd.std() / math.sqrt(len(bpd))
+  assert abs(bpd.mean() - expected) < 4 * standard_error, (bpd.mean(), expected)
+  assert standard_error < 0.01
+
+
+def test_temperature_scales_the_latent_of_samples():
+  family = _ring_family()
+  params = family.init_params(jax.random.PRNGKey(0))  # identity: samples are the latents
+  cold = family.sample(params, jax.random.PRNGKey(3), 4000, 0.5)
+  warm = family.sample(params, jax.random.PRNGKey(3), 4000, 1.0)
+  np.testing.assert_allclose(cold, 0.5 * warm, rtol=1e-5, atol=1e-6)
+  assert abs(float(jnp.std(warm)) - 1.0) < 0.05
+
+
+@pytest.mark.parametrize("key,value,message", [
+    ("data.dequantize", False, "config.data.dequantize=False"),
+    ("data.scale", "symmetric", "config.data.scale='symmetric'"),
+    ("model.logit_alpha", 0.5, "config.model.logit_alpha=0.5"),
+])
+def test_flow_rejects_settings_that_break_its_likelihood(key, value, message):
+  config = realnvp.get_config("digits")
+  section, name = key.split(".")
+  config[section][name] = value
+  family = Flow(config, SourceInfo("digits", (8, 8, 1), "image"))
+  with pytest.raises(ValueError, match=message.replace("(", r"\(")):
+    family.check_config()
+
+
+def test_too_many_scales_names_the_setting():
+  with pytest.raises(ValueError, match="config.model.num_scales=3"):
+    _image_flow((28, 28, 1), 3)
