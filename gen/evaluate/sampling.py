@@ -44,8 +44,11 @@ def sample_report(family, params, workdir: str, step: int, num_samples: int,
 
   Returns {"samples": {"T=<t>": {"nonfinite": k, "of": n, "file": name}},
   "sampling_seconds_per_sample": s}. The time is of a second, compiled call
-  at the first temperature, waited for with block_until_ready.
+  at the first temperature, waited for with block_until_ready. Nothing (an
+  empty dict) when num_samples is 0: config.eval.num_images=0 turns pictures off.
   """
+  if not num_samples:
+    return {}
   params = _single_device(params)
   sample = jax.jit(family.sample, static_argnums=2)
   os.makedirs(os.path.join(workdir, "images"), exist_ok=True)

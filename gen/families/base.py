@@ -57,6 +57,9 @@ class Family:
   # A likelihood of dequantized data must be evaluated on dequantized data
   # too (with noise from a fixed key); other families evaluate on pixels / 255.
   dequantize_in_eval = False
+  # Whether evaluate(final=True) computes more than evaluate(): the loop then
+  # compiles a second evaluation program for the end of the run.
+  final_eval_differs = False
 
   def __init__(self, config: ml_collections.ConfigDict, info: SourceInfo):
     self.config = config

@@ -77,6 +77,7 @@ def discretized_logistic_log_prob(pixels, mean, log_scale):
 @FAMILIES.register("vae")
 class VAE(Family):
   config_keys = ("beta", "kl_warmup_steps")
+  final_eval_differs = True  # the K-sample importance-weighted bound
 
   @property
   def decoder(self) -> str:
@@ -262,7 +263,7 @@ class VAE(Family):
   def report(self, params, dataset, mesh, workdir, step):
     report = sampling.sample_report(self, params, workdir, step, self.config.eval.num_images,
                                     self.config.eval.temperatures)
-    if self.info.kind == "image":
+    if self.info.kind == "image" and self.config.eval.num_images:
       report["interpolations"] = self._save_interpolations(params, dataset, workdir)
     if self.model.latent_dim == 2:
       report["latent_scatter"] = self._save_latent_scatter(params, dataset, mesh, workdir,

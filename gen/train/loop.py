@@ -162,15 +162,14 @@ def _diff(old, new, prefix="config"):
       yield f"{prefix}.{key}"
 
 
-def _save_pictures(family, params, dataset, config, workdir, step, mesh) -> None:
+def _save_pictures(visualize, params, dataset, config, workdir, step, mesh) -> None:
   if not config.eval.num_images:
     return
   count = config.eval.num_images
   # Enough rows for the grid, rounded to the device count so the batch splits.
   size = -(-count // mesh.size) * mesh.size
   batch = next(dataset.eval_batches("val", size))
-  pictures = jax.jit(family.visualize)(params, sharding.put_batch(batch, mesh),
-                                       jax.random.PRNGKey(step))
+  pictures = visualize(params, sharding.put_batch(batch, mesh), jax.random.PRNGKey(step))
   os.makedirs(os.path.join(workdir, "images"), exist_ok=True)
   for name, value in jax.device_get(pictures).items():
     value = np.asarray(value)
@@ -227,6 +226,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
 
   train_fn = make_train_fn(family, tx, mesh, config.train.unroll_steps)
   eval_fn = make_eval_fn(family, mesh)
+  # One compiled program each, however many evaluations there are.
+  final_eval_fn = make_eval_fn(family, mesh, final=True) if family.final_eval_differs else eval_fn
+  visualize = jax.jit(family.visualize)
   num_steps, per_call = config.train.num_steps, config.train.steps_per_call
 
   def batches():
@@ -289,7 +291,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
         writer.write(new_step, "val", val_metrics)
         logging.info("step %d val: %s", new_step,
                      " ".join(f"{k}={v:.5g}" for k, v in val_metrics.items()))
-        _save_pictures(family, state.eval_params(), dataset, config, workdir, new_step, mesh)
+        _save_pictures(visualize, state.eval_params(), dataset, config, workdir, new_step,
+                       mesh)
         plots.save_loss_curves(workdir)
         evaluated_now = True
 
@@ -312,7 +315,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     if not val_metrics:  # a finished run started again: evaluate what it has
       val_metrics = evaluate_split(eval_fn, state.eval_params(), dataset, "val",
                                    config.eval.batch_size, mesh)
-    test_metrics = evaluate_split(make_eval_fn(family, mesh, final=True), state.eval_params(),
+    test_metrics = evaluate_split(final_eval_fn, state.eval_params(),
                                   dataset, "test", config.eval.batch_size, mesh)
     writer.write(final_step, "test", test_metrics)
     logging.info("test: %s", " ".join(f"{k}={v:.5g}" for k, v in test_metrics.items()))

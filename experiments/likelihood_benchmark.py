@@ -1,0 +1,126 @@
+"""Likelihood models side by side: speed measured here, quality from finished runs.
+
+  # speed: train examples/s and sampling time per image, each config alone
+  python experiments/likelihood_benchmark.py \
+      --configs=configs/realnvp.py,configs/vae.py,configs/conv_vae.py,configs/realnvp2d.py
+  # quality: the test numbers of finished runs (workdirs of experiments/main.py)
+  python experiments/likelihood_benchmark.py --configs= \
+      --workdirs=runs/realnvp,runs/vae,runs/conv_vae,runs/realnvp2d
+
+Speed: `--repeats` windows of `--steps` compiled train steps on real batches
+of the config's data; the median window is reported (after a first call that
+compiles). Sampling: one compiled call drawing `--samples` samples, timed
+after a first call, divided by the count. Both on whatever JAX runs on.
+
+Quality: every likelihood number of results.json, with its kind in its name
+(exact = a flow's density of dequantized data; *_bound = an upper bound on
+the NLL from a VAE) and the count of non-finite samples at each temperature.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import statistics
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import jax  # noqa: E402
+from absl import app, flags  # noqa: E402
+
+from gen import data as data_lib  # noqa: E402
+from gen import families  # noqa: E402
+from gen.train import loop, sharding  # noqa: E402
+
+_CONFIGS = flags.DEFINE_list("configs", ["configs/realnvp.py", "configs/vae.py",
+                                         "configs/conv_vae.py", "configs/realnvp2d.py"],
+                             "Config files (file.py or file.py:variant) to time.")
+_WORKDIRS = flags.DEFINE_list("workdirs", [], "Finished runs whose results to tabulate.")
+_STEPS = flags.DEFINE_integer("steps", 20, "Train steps per timed window.")
+_REPEATS = flags.DEFINE_integer("repeats", 3, "Timed windows; the median is reported.")
+_SAMPLES = flags.DEFINE_integer("samples", 64, "Samples per timed sampling call.")
+
+
+def _load_config(spec: str):
+  """'configs/vae.py:digits' -> configs.vae.get_config("digits")."""
+  path, _, variant = spec.partition(":")
+  module = importlib.import_module(path.removesuffix(".py").replace(os.sep, "."))
+  return module.get_config(variant)
+
+
+def measure_speed(spec: str) -> dict:
+  """Train examples/s (median window) and seconds per sample of `spec`'s model."""
+  config = _load_config(spec)
+  mesh = sharding.make_mesh(None)
+  dataset = data_lib.load(config)
+  family = families.make(config, dataset.info)
+  tx = family.make_optimizer()
+  state = loop.init_state(family, tx, config, mesh)
+  train_fn = loop.make_train_fn(family, tx, mesh, config.train.unroll_steps)
+  batches = [sharding.put_batch(dataset.train.stacked(step, 1), mesh, batch_dim=1)
+             for step in range(_STEPS.value)]
+  start = time.perf_counter()
+  state, _ = train_fn(state, batches[0])
+  jax.block_until_ready(state)
+  compile_seconds = time.perf_counter() - start
+  windows = []
+  for _ in range(_REPEATS.value):
+    start = time.perf_counter()
+    for batch in batches:
+      state, _ = train_fn(state, batch)
+    jax.block_until_ready(state)
+    windows.append(time.perf_counter() - start)
+  examples_per_second = _STEPS.value * config.train.batch_size / statistics.median(windows)
+
+  params = jax.device_put(jax.device_get(state.params), jax.devices()[0])
+  sample = jax.jit(family.sample, static_argnums=2)
+  jax.block_until_ready(sample(params, jax.random.PRNGKey(0), _SAMPLES.value, 1.0))
+  start = time.perf_counter()
+  jax.block_until_ready(sample(params, jax.random.PRNGKey(1), _SAMPLES.value, 1.0))
+  per_sample = (time.perf_counter() - start) / _SAMPLES.value
+  return {"config": spec, "model": config.model.name, "data": dataset.info.name,
+          "batch": config.train.batch_size, "examples_per_second": examples_per_second,
+          "compile_seconds": compile_seconds, "ms_per_sample": 1000 * per_sample}
+
+
+def _likelihood_rows(workdir: str) -> list[str]:
+  with open(os.path.join(workdir, "results.json")) as file:
+    results = json.load(file)
+  with open(os.path.join(workdir, "config.json")) as file:
+    config = json.load(file)
+  test = results["test"]
+  keys = [k for k in test if k.startswith(("bits_per_dim", "nll", "true_nll"))]
+  nonfinite = {t: s["nonfinite"] for t, s in results.get("samples", {}).items()}
+  rows = []
+  for key in sorted(keys):
+    kind = "exact" if "exact" in key else ("bound" if "bound" in key else "reference")
+    rows.append(f"| {config['model']['name']} | {config['data']['name']} | "
+                f"{results['step']} | {key} | {kind} | {test[key]:.4f} | "
+                f"{json.dumps(nonfinite)} |")
+  return rows
+
+
+def main(argv):
+  del argv
+  if _CONFIGS.value:
+    print(f"devices: {jax.device_count()} x {jax.devices()[0].device_kind}")
+    print("| config | model | data | batch | train examples/s | compile s | ms/sample |")
+    print("|---|---|---|---|---|---|---|")
+    for spec in _CONFIGS.value:
+      row = measure_speed(spec)
+      print(f"| {row['config']} | {row['model']} | {row['data']} | {row['batch']} | "
+            f"{row['examples_per_second']:.0f} | {row['compile_seconds']:.1f} | "
+            f"{row['ms_per_sample']:.3f} |", flush=True)
+  if _WORKDIRS.value:
+    print("\n| model | data | step | test metric | kind | value | non-finite samples |")
+    print("|---|---|---|---|---|---|---|")
+    for workdir in _WORKDIRS.value:
+      for row in _likelihood_rows(workdir):
+        print(row)
+
+
+if __name__ == "__main__":
+  app.run(main)
