@@ -2,7 +2,10 @@
 
   python experiments/main.py --config=configs/vae.py --workdir=runs/vae
 
-TARGET_PLACEHOLDER
+Should reach a test bound of about 3.45 bits/dim (ELBO) and 3.39 bits/dim
+(importance-weighted, K=1000) on the 8-bit test images: measured 3.450 and
+3.389 after 20,000 steps: 5.5 minutes of training and 4 of K=1000 test
+evaluation on 2 CPU cores (shared with another run).
 
 Variants (--config=configs/vae.py:<variant>):
   binarized  Bernoulli decoder on dynamically binarized pixels (bound in nats).
