@@ -75,7 +75,7 @@ def measure_speed(spec: str) -> dict:
     windows.append(time.perf_counter() - start)
   examples_per_second = _STEPS.value * config.train.batch_size / statistics.median(windows)
 
-  params = jax.device_put(jax.device_get(state.params), jax.devices()[0])
+  params = sharding.single_device(state.params)
   sample = jax.jit(family.sample, static_argnums=2)
   jax.block_until_ready(sample(params, jax.random.PRNGKey(0), _SAMPLES.value, 1.0))
   start = time.perf_counter()

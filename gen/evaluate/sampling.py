@@ -16,11 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from gen.evaluate import plots
-
-
-def _single_device(params):
-  # Replicated parameters would make jit sample once per mesh device.
-  return jax.device_put(jax.device_get(params), jax.devices()[0])
+from gen.train import sharding
 
 
 def nonfinite_rows(samples) -> int:
@@ -49,7 +45,7 @@ def sample_report(family, params, workdir: str, step: int, num_samples: int,
   """
   if not num_samples:
     return {}
-  params = _single_device(params)
+  params = sharding.single_device(params)
   sample = jax.jit(family.sample, static_argnums=2)
   os.makedirs(os.path.join(workdir, "images"), exist_ok=True)
   report: dict = {"samples": {}}

@@ -13,7 +13,7 @@ import jax.numpy as jnp
 from gen import losses
 from gen.data import to_unit
 from gen.families import FAMILIES
-from gen.families.base import Family
+from gen.families.base import Family, interleave_rows
 
 _PROBABILITY_LOSSES = ("binary_crossentropy", "categorical_crossentropy", "kullback_leibler")
 _DISTRIBUTION_LOSSES = ("categorical_crossentropy", "kullback_leibler")
@@ -95,10 +95,5 @@ class Autoencoder(Family):
     if self.info.kind != "image":
       return {"reconstructions": recon}
     scale = self.config.data.scale
-    # Rows alternate: originals, then their reconstructions underneath.
-    columns = 8
-    n = (x.shape[0] // columns) * columns
-    pairs = jnp.stack([to_unit(x[:n], scale), to_unit(recon[:n], scale)])
-    pairs = pairs.reshape(2, n // columns, columns, *x.shape[1:])
-    interleaved = jnp.swapaxes(pairs, 0, 1).reshape(2 * n, *x.shape[1:])
+    interleaved = interleave_rows(to_unit(x, scale), to_unit(recon, scale))
     return {"reconstructions": jnp.clip(interleaved, 0.0, 1.0)}

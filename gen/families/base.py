@@ -141,6 +141,15 @@ class Family:
                            self.config.train.ema_decay)
 
 
+def interleave_rows(originals, reconstructions, columns: int = 8):
+  """[n, h, w, c] pairs -> grid order: a row of originals, then their
+  reconstructions underneath, and so on; n is cut to a multiple of `columns`."""
+  n = (originals.shape[0] // columns) * columns
+  shape = originals.shape[1:]
+  pairs = jnp.stack([originals[:n], reconstructions[:n]]).reshape(2, n // columns, columns, *shape)
+  return jnp.swapaxes(pairs, 0, 1).reshape(2 * n, *shape)
+
+
 def all_finite(*trees) -> jax.Array:
   """[] bool: every floating leaf of every tree is finite."""
   leaves = [jnp.all(jnp.isfinite(leaf)) for leaf in jax.tree_util.tree_leaves(trees)

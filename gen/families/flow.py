@@ -23,6 +23,7 @@ import numpy as np
 from gen.evaluate import likelihood, plots, sampling
 from gen.families import FAMILIES
 from gen.families.base import Family
+from gen.train import sharding
 
 
 @FAMILIES.register("flow")
@@ -135,7 +136,7 @@ class Flow(Family):
     xs = np.linspace(low[0], high[0], resolution)
     ys = np.linspace(low[1], high[1], resolution)
     grid = np.stack(np.meshgrid(xs, ys), axis=-1).reshape(-1, 2).astype(np.float32)
-    params = jax.device_put(jax.device_get(params), jax.devices()[0])
+    params = sharding.single_device(params)
     log_prob = jax.jit(lambda p, x: self.log_likelihood(p, x)[0])(params, grid)
     density = np.exp(np.asarray(log_prob)).reshape(resolution, resolution)
     cell = (xs[1] - xs[0]) * (ys[1] - ys[0])

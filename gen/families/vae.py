@@ -28,7 +28,7 @@ import numpy as np
 from gen.data import to_unit
 from gen.evaluate import likelihood, plots, sampling
 from gen.families import FAMILIES
-from gen.families.base import Family
+from gen.families.base import Family, interleave_rows
 from gen.models.vae import decoder_outputs
 from gen.train import sharding
 
@@ -252,13 +252,9 @@ class VAE(Family):
       return {"samples": samples}
     x = self.prepare(batch, rng, train=False)
     mean, _ = self.encode(params, x)
-    columns = 8
-    n = (x.shape[0] // columns) * columns
-    originals = to_unit(x[:n], self.config.data.scale)
-    recon = self._mean_image(self.decode(params, mean[:n]))
-    pairs = jnp.stack([originals, recon]).reshape(2, n // columns, columns, *x.shape[1:])
+    recon = self._mean_image(self.decode(params, mean))
     return {"samples": samples,
-            "reconstructions": jnp.swapaxes(pairs, 0, 1).reshape(2 * n, *x.shape[1:])}
+            "reconstructions": interleave_rows(to_unit(x, self.config.data.scale), recon)}
 
   def report(self, params, dataset, mesh, workdir, step):
     report = sampling.sample_report(self, params, workdir, step, self.config.eval.num_images,
@@ -273,7 +269,7 @@ class VAE(Family):
   def _save_interpolations(self, params, dataset, workdir, pairs: int = 8,
                            steps: int = 10) -> str:
     batch = next(dataset.eval_batches("test", 2 * pairs))
-    params = jax.device_put(jax.device_get(params), jax.devices()[0])
+    params = sharding.single_device(params)
     x = self.prepare(batch, None, train=False)
     rows = jax.jit(self.interpolate, static_argnums=2)(params, x, steps)
     name = "interpolations.png"

@@ -43,3 +43,9 @@ def put_batch(batch: dict[str, np.ndarray], mesh: Mesh, batch_dim: int = 0):
   sharding = batch_sharding(mesh, batch_dim)
   return {key: jax.make_array_from_process_local_data(sharding, value)
           for key, value in batch.items()}
+
+
+def single_device(params):
+  """Host work (sampling, pictures) on one device: replicated parameters would
+  make a jit run the same computation once per mesh device."""
+  return jax.device_put(jax.device_get(params), jax.devices()[0])
