@@ -72,6 +72,23 @@ def get_config() -> ml_collections.ConfigDict:
   # run (0 = skip it), drawn iw_chunk at a time to bound memory.
   config.eval.iw_samples = 1000
   config.eval.iw_chunk = 50
+  # Sample quality in the features of a classifier of the dataset
+  # (gen.evaluate.fidelity): "auto" = the one experiments/train_classifier.py
+  # writes to runs/classifiers/<data.name>; a workdir path; "" = skip.
+  config.eval.classifier = "auto"
+  # Samples drawn for the Frechet distance, KID, precision/recall and class
+  # histogram; the train-vs-test baseline uses the same count. 0 = skip.
+  config.eval.fid_samples = 10000
+  # Nearest neighbour k of the precision/recall manifolds (Kynkaanniemi et al., 2019).
+  config.eval.pr_neighbours = 3
+  # A file of Inception-v3 weights (see gen/evaluate/inception.py); when set,
+  # Inception FID is computed through the same code path. "" = skip.
+  config.eval.inception_weights = ""
+  # Diffusion samplers (gen.families.ddpm): ancestral | ddim, the steps of DDIM
+  # and its eta (0 = deterministic, 1 = as noisy as ancestral sampling).
+  config.eval.sampler = "ddim"
+  config.eval.sampling_steps = 50
+  config.eval.ddim_eta = 0.0
 
   config.optimizer = ml_collections.ConfigDict()
   config.optimizer.name = "adam"  # sgd | adam | adamw | adadelta | rmsprop

@@ -7,13 +7,12 @@ import time
 
 import jax
 import numpy as np
-import orbax.checkpoint as ocp
 import pytest
 
 from configs import autoencoder
 from gen.data import ArraySource, SourceInfo
 from gen.train import loop, metrics_io
-from tests.helpers import run_main
+from tests.helpers import checkpoint_leaves, run_main
 
 
 def _digits_config(**train):
@@ -21,14 +20,6 @@ def _digits_config(**train):
   for key, value in train.items():
     config.train[key] = value
   return config
-
-
-def _final_params(workdir):
-  """Arrays of the newest checkpoint, as numpy, read without a target structure."""
-  manager = ocp.CheckpointManager(os.path.join(workdir, "checkpoints"))
-  restored = manager.restore(manager.latest_step(), args=ocp.args.StandardRestore())
-  manager.close()
-  return jax.tree_util.tree_leaves(restored)
 
 
 def _rows(workdir, split):
@@ -95,7 +86,7 @@ def test_killed_run_resumes_bitwise(tmp_path):
   resumed = run_main(config, str(interrupted), *overrides)
   assert resumed.returncode == 0, resumed.stdout + resumed.stderr
   assert "resumed from" in resumed.stderr
-  for a, b in zip(_final_params(tmp_path / "straight"), _final_params(interrupted), strict=True):
+  for a, b in zip(checkpoint_leaves(tmp_path / "straight"), checkpoint_leaves(interrupted), strict=True):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
   # The metrics file has each step once, as if never interrupted.
   steps = [r["step"] for r in _rows(interrupted, "train")]
@@ -158,7 +149,7 @@ def test_nonfinite_loss_stops_and_names_the_step(tmp_path, monkeypatch):
   saved = [int(d) for d in os.listdir(tmp_path / "checkpoints") if d.isdigit()]
   assert all(step <= first_bad for step in saved)
   if saved:
-    for leaf in _final_params(tmp_path):
+    for leaf in checkpoint_leaves(tmp_path):
       assert np.all(np.isfinite(np.asarray(leaf)))
 
 
@@ -169,7 +160,7 @@ def test_nonfinite_updates_can_be_skipped(tmp_path, monkeypatch):
   expected = len(_steps_touching(config, 399, 60))
   results = loop.train_and_evaluate(config, str(tmp_path))
   assert results["skipped_updates"] == expected > 0
-  for leaf in _final_params(tmp_path):
+  for leaf in checkpoint_leaves(tmp_path):
     assert np.all(np.isfinite(np.asarray(leaf)))
   assert np.isfinite(results["test"]["loss"])
 

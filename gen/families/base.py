@@ -125,6 +125,15 @@ class Family:
     means (samples, their timing, non-finite counts); merged into results.json."""
     return {}
 
+  def sampler(self, params, dataset):
+    """What sample-quality metrics draw from: (sample_fn, sampler_params) with
+    sample_fn(sampler_params, rng, count) -> [count, *shape] in [0, 1], or
+    None for a family that cannot sample. By default the family's own
+    `sample(params, rng, num, temperature)` at temperature 1."""
+    if not hasattr(self, "sample"):
+      return None
+    return (lambda p, rng, count: self.sample(p, rng, count, 1.0)), params
+
   def visualize(self, params, batch: dict, rng) -> dict[str, jax.Array]:
     """Named pictures: [n, h, w, c] images in [0, 1], or [n, 2] points."""
     return {}

@@ -26,7 +26,7 @@ from absl import logging
 from gen import config as config_lib
 from gen import data as data_lib
 from gen import families
-from gen.evaluate import plots
+from gen.evaluate import fidelity, plots
 from gen.train import checkpoint as checkpoint_lib
 from gen.train import metrics_io, sharding
 from gen.train.state import TrainState
@@ -320,6 +320,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     writer.write(final_step, "test", test_metrics)
     logging.info("test: %s", " ".join(f"{k}={v:.5g}" for k, v in test_metrics.items()))
     report = family.report(state.eval_params(), dataset, mesh, workdir, final_step)
+    quality = fidelity.family_sample_quality(family, state.eval_params(), dataset, config)
+    if quality:
+      report["sample_quality"] = quality
     if report:
       logging.info("report: %s", json.dumps(report))
   plots.save_loss_curves(workdir)

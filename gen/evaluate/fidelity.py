@@ -1,0 +1,342 @@
+"""Sample quality in a classifier's features: Frechet distance, KID, precision/recall.
+
+One function, `sample_quality`, serves every family that can sample (GAN,
+DDPM, VAE, flow, and the autoencoder through a Gaussian fitted to its codes):
+
+* Samples and real images go through the same path: samples in [0, 1] are
+  rounded to 8-bit pixels, as real images are stored, then both are
+  preprocessed the way the classifier was trained.
+* Non-finite samples are not dropped: they are counted, drawn as 0 and kept,
+  so a sampler that produces NaN is charged for it.
+* The reference is the test split. Beside each model's figure is the same
+  figure for as many train images as there are samples: the distance of two
+  samples of the data itself, below which no model can be expected to go
+  (the Frechet distance is biased upwards at small sample counts).
+* The class histogram of samples, as the classifier labels them, is set
+  against the classifier's labels of test images (mode coverage) and against
+  the train labels (the skew of the training data that samples inherit).
+
+The feature space is the penultimate layer of a classifier trained on the
+dataset (configs/classifier.py, experiments/train_classifier.py). With
+config.eval.inception_weights set, Inception-v3 features give an Inception
+FID through the same code.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import orbax.checkpoint as ocp
+from absl import logging
+
+from gen.data import SourceInfo, preprocess
+from gen.train import sharding
+
+_REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+TRAIN_COMMAND = "python experiments/train_classifier.py --config=configs/classifier.py"
+
+
+# --- the distances -------------------------------------------------------------
+def feature_statistics(features) -> tuple[np.ndarray, np.ndarray]:
+  """[n, d] -> mean [d] and covariance [d, d] (unbiased), float64."""
+  features = np.asarray(features, np.float64)
+  return features.mean(axis=0), np.cov(features, rowvar=False)
+
+
+def _psd_sqrt(matrix: np.ndarray) -> np.ndarray:
+  values, vectors = np.linalg.eigh((matrix + matrix.T) / 2)
+  return (vectors * np.sqrt(np.clip(values, 0.0, None))) @ vectors.T
+
+
+def frechet_distance(mean_a, cov_a, mean_b, cov_b) -> float:
+  """Squared Frechet (2-Wasserstein) distance between two Gaussians.
+
+  |m_a - m_b|^2 + tr(C_a) + tr(C_b) - 2 tr((C_a C_b)^(1/2)). The trace of the
+  matrix square root is computed from the eigenvalues of the symmetric
+  C_a^(1/2) C_b C_a^(1/2), which has the same spectrum as C_a C_b: no complex
+  parts to discard, unlike a general sqrtm.
+  """
+  mean_a, mean_b = np.asarray(mean_a, np.float64), np.asarray(mean_b, np.float64)
+  root_a = _psd_sqrt(np.asarray(cov_a, np.float64))
+  middle = root_a @ np.asarray(cov_b, np.float64) @ root_a
+  trace_root = np.sum(np.sqrt(np.clip(np.linalg.eigvalsh((middle + middle.T) / 2), 0.0, None)))
+  return float(np.sum((mean_a - mean_b) ** 2) + np.trace(cov_a) + np.trace(cov_b)
+               - 2.0 * trace_root)
+
+
+def kernel_distance(features_a, features_b, num_subsets: int = 100, subset_size: int = 1000,
+                    seed: int = 0) -> tuple[float, float]:
+  """KID (Binkowski et al., 2018): unbiased MMD^2 with k(x, y) = (x.y / d + 1)^3.
+
+  Averaged over `num_subsets` random subsets of `subset_size` rows of each
+  set (capped at the smaller set). Unbiased: its expectation is 0 when both
+  sets come from one distribution, so it can be slightly negative.
+  Returns (mean, standard deviation over subsets).
+  """
+  a, b = np.asarray(features_a, np.float64), np.asarray(features_b, np.float64)
+  m = min(subset_size, len(a), len(b))
+  dims = a.shape[1]
+  rng = np.random.default_rng(seed)
+  values = []
+  for _ in range(num_subsets):
+    x = a[rng.choice(len(a), m, replace=False)]
+    y = b[rng.choice(len(b), m, replace=False)]
+    k_xx = (x @ x.T / dims + 1.0) ** 3
+    k_yy = (y @ y.T / dims + 1.0) ** 3
+    k_xy = (x @ y.T / dims + 1.0) ** 3
+    off_diagonal = lambda k: (k.sum() - np.trace(k)) / (m * (m - 1))
+    values.append(off_diagonal(k_xx) + off_diagonal(k_yy) - 2.0 * k_xy.mean())
+  return float(np.mean(values)), float(np.std(values))
+
+
+def _squared_distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+  return np.maximum((a * a).sum(1)[:, None] + (b * b).sum(1)[None, :] - 2.0 * a @ b.T, 0.0)
+
+
+def _kth_neighbour_radii(points: np.ndarray, k: int, chunk: int = 1000) -> np.ndarray:
+  """Squared distance from each point to its k-th nearest other point."""
+  radii = np.empty(len(points))
+  for start in range(0, len(points), chunk):
+    distances = _squared_distances(points[start:start + chunk], points)
+    # Column 0 of the sorted row is the point itself (distance 0).
+    radii[start:start + chunk] = np.partition(distances, k, axis=1)[:, k]
+  return radii
+
+
+def _fraction_inside(queries: np.ndarray, centres: np.ndarray, radii: np.ndarray,
+                     chunk: int = 1000) -> float:
+  inside = 0
+  for start in range(0, len(queries), chunk):
+    distances = _squared_distances(queries[start:start + chunk], centres)
+    inside += int(np.sum(np.any(distances <= radii[None, :], axis=1)))
+  return inside / len(queries)
+
+
+def precision_recall(real, fake, neighbours: int = 3) -> tuple[float, float]:
+  """Improved precision and recall (Kynkaanniemi et al., 2019).
+
+  Each set's manifold is the union of balls around its points reaching their
+  k-th nearest neighbour. Precision: the share of fake points inside the real
+  manifold (are samples realistic?). Recall: the share of real points inside
+  the fake manifold (is the data's variety covered?). Compare sets of equal
+  size: the balls shrink as a set grows.
+  """
+  real, fake = np.asarray(real, np.float64), np.asarray(fake, np.float64)
+  if min(len(real), len(fake)) <= neighbours:
+    raise ValueError(f"precision/recall with config.eval.pr_neighbours={neighbours} needs "
+                     f"more than {neighbours} points in each set")
+  precision = _fraction_inside(fake, real, _kth_neighbour_radii(real, neighbours))
+  recall = _fraction_inside(real, fake, _kth_neighbour_radii(fake, neighbours))
+  return precision, recall
+
+
+def histogram(labels, num_classes: int) -> np.ndarray:
+  """[n] integer labels -> [num_classes] shares summing to 1."""
+  counts = np.bincount(np.asarray(labels), minlength=num_classes)[:num_classes]
+  return counts / max(counts.sum(), 1)
+
+
+def total_variation(p, q) -> float:
+  return float(0.5 * np.abs(np.asarray(p) - np.asarray(q)).sum())
+
+
+# --- the classifier ----------------------------------------------------------
+def default_classifier_dir(data_name: str) -> str:
+  """Where experiments/train_classifier.py writes the classifier of `data_name`."""
+  return os.path.join(_REPO_ROOT, "runs", "classifiers", data_name.replace("/", "_"))
+
+
+class ClassifierFeatures:
+  """A trained classifier of the run's dataset, read from its workdir.
+
+  `__call__(pixels)` maps 8-bit images [n, h, w, c] to penultimate-layer
+  features [n, d] float64 and predicted labels [n] int.
+  """
+
+  def __init__(self, workdir: str, info: SourceInfo, batch_size: int = 1000):
+    from gen import families  # the classifier family; imported late (cycle)
+    path = os.path.join(workdir, "config.json")
+    if not os.path.exists(path):
+      raise FileNotFoundError(f"no classifier config at {path}")
+    with open(path) as file:
+      config = ml_collections.ConfigDict(json.load(file))
+    if config.data.name != info.name:
+      raise ValueError(f"the classifier in {workdir} was trained on {config.data.name!r}, "
+                       f"not on this run's data {info.name!r}")
+    manager = ocp.CheckpointManager(os.path.join(workdir, "checkpoints"))
+    # The best checkpoint by validation accuracy when ranked, else the newest.
+    step = manager.best_step() or manager.latest_step()
+    if step is None:
+      raise FileNotFoundError(f"no checkpoint in {workdir}/checkpoints")
+    restored = manager.restore(step, args=ocp.args.StandardRestore())
+    manager.close()
+    self.params = restored.get("ema_params") or restored["params"]
+    self.family = families.make(config, info)
+    self.workdir, self.step, self.batch_size = workdir, step, batch_size
+    self.scale = config.data.scale
+
+    def apply(params, pixels):
+      x = preprocess(pixels, None, None, kind="image", scale=self.scale)
+      logits, features = self.family.model.apply({"params": params}, x,
+                                                 return_features=True)
+      return features, jnp.argmax(logits, axis=-1)
+
+    self._apply = jax.jit(apply)
+
+  def __call__(self, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    features, labels = [], []
+    for start in range(0, len(pixels), self.batch_size):
+      chunk = pixels[start:start + self.batch_size]
+      real = len(chunk)
+      if real < self.batch_size:  # one compiled shape: pad, then drop the padding
+        chunk = np.concatenate([chunk, np.repeat(chunk[-1:], self.batch_size - real, 0)])
+      f, y = jax.device_get(self._apply(self.params, chunk))
+      features.append(np.asarray(f[:real], np.float64))
+      labels.append(np.asarray(y[:real]))
+    return np.concatenate(features), np.concatenate(labels)
+
+
+def find_classifier(config: ml_collections.ConfigDict, info: SourceInfo):
+  """The classifier config.eval.classifier names, or (None, why not)."""
+  setting = config.eval.classifier
+  if not setting:
+    return None, "config.eval.classifier is empty"
+  workdir = default_classifier_dir(info.name) if setting == "auto" else setting
+  if not os.path.exists(os.path.join(workdir, "config.json")):
+    if setting != "auto":
+      raise FileNotFoundError(f"config.eval.classifier={setting!r}: no trained classifier "
+                              f"there (expected config.json and checkpoints/)")
+    return None, (f"no classifier for {info.name} at {workdir}; train it with: "
+                  f"{TRAIN_COMMAND}" + ("" if info.name == "fashion_mnist"
+                                         else f" --config.data.name={info.name}"))
+  return ClassifierFeatures(workdir, info), ""
+
+
+# --- samples and real images ---------------------------------------------------
+def to_pixels(images) -> np.ndarray:
+  """[n, h, w, c] float in [0, 1] -> uint8, as real images are stored; non-finite -> 0."""
+  images = np.nan_to_num(np.asarray(images, np.float32), nan=0.0, posinf=0.0, neginf=0.0)
+  return np.round(np.clip(images, 0.0, 1.0) * 255.0).astype(np.uint8)
+
+
+def draw_samples(sample_fn: Callable, params, num: int, chunk: int,
+                 seed: int) -> tuple[np.ndarray, int]:
+  """`num` samples of sample_fn(params, rng, count) -> [count, ...] in [0, 1],
+  `chunk` at a time. Returns the 8-bit samples and how many were not finite.
+  """
+  sample = jax.jit(sample_fn, static_argnums=2)
+  base = jax.random.PRNGKey(seed)
+  pixels, nonfinite = [], 0
+  for index, start in enumerate(range(0, num, chunk)):
+    # Every chunk has one shape (one compiled sampler); the last is cut.
+    images = np.asarray(jax.device_get(sample(params, jax.random.fold_in(base, index), chunk)))
+    images = images[:num - start]
+    nonfinite += int(np.sum(~np.all(np.isfinite(images.reshape(len(images), -1)), axis=1)))
+    pixels.append(to_pixels(images))
+  return np.concatenate(pixels), nonfinite
+
+
+def _real_pixels(source, rows: np.ndarray, chunk: int = 5000) -> tuple[np.ndarray, np.ndarray]:
+  parts = [source.take(rows[i:i + chunk]) for i in range(0, len(rows), chunk)]
+  return (np.concatenate([p["x"] for p in parts]),
+          np.concatenate([p["label"] for p in parts]))
+
+
+def compare(features_fn: Callable, samples: np.ndarray, test: np.ndarray, train: np.ndarray,
+            neighbours: int, seed: int) -> dict:
+  """Distances of samples and of train images to the test images, in one feature space.
+
+  features_fn: 8-bit images [n, h, w, c] -> features [n, d].
+  samples, train: [n, h, w, c] uint8 (the same n); test: [m, h, w, c] uint8.
+  """
+  sample_f, test_f, train_f = (np.asarray(features_fn(x), np.float64)
+                               for x in (samples, test, train))
+  test_stats = feature_statistics(test_f)
+  # Precision/recall compare sets of equal size: a fixed subset of the test set.
+  subset = np.random.default_rng(seed).permutation(len(test_f))[:len(sample_f)]
+  result = {}
+  for name, features in (("", sample_f), ("_train_vs_test", train_f)):
+    result[f"fid{name}"] = frechet_distance(*feature_statistics(features), *test_stats)
+    kid, kid_std = kernel_distance(features, test_f, seed=seed)
+    result[f"kid{name}"], result[f"kid_std{name}"] = kid, kid_std
+    precision, recall = precision_recall(test_f[subset], features, neighbours)
+    result[f"precision{name}"], result[f"recall{name}"] = precision, recall
+  return result
+
+
+def sample_quality(sample_fn: Callable, params, dataset,
+                   config: ml_collections.ConfigDict) -> dict:
+  """The sample-quality report of a run (see the module docstring).
+
+  sample_fn(params, rng, count) -> [count, *shape] images in [0, 1]; `params`
+  is any pytree the sampler needs. Returns {} when
+  config.eval.fid_samples is 0 or the data are not images, and
+  {"skipped": why} when no classifier is found at the default place.
+  """
+  info = dataset.info
+  num = config.eval.fid_samples
+  if not num or info.kind != "image":
+    return {}
+  classifier, why = find_classifier(config, info)
+  if classifier is None:
+    logging.warning("sample quality skipped: %s", why)
+    return {"skipped": why}
+  rng = np.random.default_rng(config.seed)
+  test_rows = dataset.test_rows
+  train_rows = np.sort(rng.permutation(dataset.train.rows)[:num])
+  num = min(num, len(train_rows))  # the baseline needs as many train images
+  samples, nonfinite = draw_samples(sample_fn, params, num, min(config.eval.batch_size, num),
+                                    config.seed)
+  test, test_labels = _real_pixels(dataset.test_source, test_rows)
+  train, train_labels = _real_pixels(dataset.train_source, train_rows)
+
+  result = {"num_samples": num, "nonfinite_samples": nonfinite,
+            "reference": f"test split, {len(test)} images",
+            "classifier": f"{classifier.workdir} (checkpoint {classifier.step})"}
+  result.update(compare(lambda x: classifier(x)[0], samples, test, train,
+                        config.eval.pr_neighbours, config.seed))
+  classes = info.num_classes
+  sample_labels = classifier(samples)[1]
+  test_predicted = classifier(test)[1]
+  sample_hist, test_hist = histogram(sample_labels, classes), histogram(test_predicted, classes)
+  train_hist = histogram(dataset.train_source.take(dataset.train.rows)["label"], classes)
+  result["classifier_test_accuracy"] = float(np.mean(test_predicted == test_labels))
+  result["class_histogram"] = {
+      "classes": list(info.class_names) or list(range(classes)),
+      "samples": sample_hist.round(4).tolist(),
+      "test_predicted": test_hist.round(4).tolist(),
+      "train_labels": train_hist.round(4).tolist(),
+      # Classes with at least half the share the classifier gives them on test images.
+      "classes_covered": int(np.sum(sample_hist >= 0.5 * test_hist)),
+      "total_variation_to_test": total_variation(sample_hist, test_hist),
+      "total_variation_to_train": total_variation(sample_hist, train_hist),
+  }
+  if config.eval.inception_weights:
+    from gen.evaluate import inception
+    inception_fn = inception.load_feature_fn(config.eval.inception_weights)
+    inception_result = compare(lambda x: inception_fn(x.astype(np.float32) / 255.0),
+                               samples, test, train, config.eval.pr_neighbours, config.seed)
+    result["inception"] = {k: v for k, v in inception_result.items() if "fid" in k}
+  logging.info("sample quality (%d samples, classifier features): FID %.3f (train vs test "
+               "%.3f), KID %.4f, precision %.3f, recall %.3f, classes covered %d/%d",
+               num, result["fid"], result["fid_train_vs_test"], result["kid"],
+               result["precision"], result["recall"],
+               result["class_histogram"]["classes_covered"], classes)
+  return result
+
+
+def family_sample_quality(family, params, dataset, config) -> dict:
+  """`sample_quality` of a family's sampler (Family.sampler), on one device."""
+  if not config.eval.fid_samples or dataset.info.kind != "image":
+    return {}
+  sampler = family.sampler(params, dataset)
+  if sampler is None:
+    return {}
+  sample_fn, sampler_params = sampler
+  return sample_quality(sample_fn, sharding.single_device(sampler_params), dataset, config)
