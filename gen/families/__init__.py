@@ -18,4 +18,4 @@ def make(config: ml_collections.ConfigDict, info: SourceInfo) -> Family:
 
 
 def _import_all():
-  from gen.families import autoencoder, flow, vae  # noqa: F401
+  from gen.families import autoencoder, classifier, ddpm, flow, gan, vae  # noqa: F401

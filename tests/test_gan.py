@@ -1,0 +1,156 @@
+"""GANs: the two phases of a step, the losses, R1, spectral norm, mode coverage, runs."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from configs import gan as gan_config
+from gen import families
+from gen.data import SourceInfo
+from gen.families import gan
+from gen.models.gan import spectral_normalize
+from gen.train import loop
+from tests.helpers import check_stop_and_resume
+
+_DIGITS = SourceInfo("digits", (8, 8, 1), "image", 10)
+_POINTS = SourceInfo("toy2d/ring8", (2,), "vector")
+
+
+def _family(variant="digits", info=_DIGITS, **model):
+  config = gan_config.get_config(variant)
+  for key, value in model.items():
+    config.model[key] = value
+  family = families.make(config, info)
+  family.check_config()
+  return family
+
+
+def _changed(before, after) -> list[bool]:
+  return [not np.array_equal(a, b) for a, b in zip(jax.tree_util.tree_leaves(before),
+                                                   jax.tree_util.tree_leaves(after))]
+
+
+def test_each_phase_changes_only_its_own_player():
+  family = _family()
+  params = family.init_params(jax.random.PRNGKey(0))
+  tx = family.make_optimizer()
+  opt_state = family.init_opt_state(tx, params)
+  real = jax.random.uniform(jax.random.PRNGKey(1), (16, 8, 8, 1), minval=-1, maxval=1)
+
+  disc, disc_opt, _, _ = family.discriminator_phase(params, opt_state, real,
+                                                    jax.random.PRNGKey(2), tx)
+  assert all(_changed(params["discriminator"], disc))
+  after_disc = {"generator": params["generator"], "discriminator": disc}
+  opt_after_disc = {"generator": opt_state["generator"], "discriminator": disc_opt}
+
+  gen, gen_opt, _, _ = family.generator_phase(after_disc, opt_after_disc,
+                                              jax.random.PRNGKey(3), 16, tx)
+  assert all(_changed(params["generator"], gen))
+  # Each phase returns only its own player's parameters and optimizer state.
+  assert jax.tree_util.tree_structure(gen) == jax.tree_util.tree_structure(params["generator"])
+  assert jax.tree_util.tree_structure(disc) == jax.tree_util.tree_structure(
+      params["discriminator"])
+
+  # Through the whole compiled step: D moves by its phase, G by its own.
+  state = loop.init_state(family, tx, family.config, loop.sharding.make_mesh(jax.devices()[:1]))
+  batch = {"x": np.random.default_rng(0).integers(0, 256, (32, 8, 8, 1), np.uint8),
+           "uid": np.arange(32, dtype=np.int32), "label": np.zeros(32, np.int32)}
+  new_state, metrics = jax.jit(lambda s, b: family.train_step(s, b, jax.random.PRNGKey(4),
+                                                              tx))(state, batch)
+  assert bool(metrics["finite"])
+  for player in ("generator", "discriminator"):
+    assert all(_changed(state.params[player], new_state.params[player]))
+
+
+def test_generator_phase_leaves_the_discriminator_alone():
+  """generator_phase's gradients are with respect to the generator only: a
+  discriminator loss term cannot leak into them."""
+  family = _family()
+  params = family.init_params(jax.random.PRNGKey(0))
+  tx = family.make_optimizer()
+  opt_state = family.init_opt_state(tx, params)
+  _, _, _, grads = family.generator_phase(params, opt_state, jax.random.PRNGKey(1), 8, tx)
+  assert jax.tree_util.tree_structure(grads) == jax.tree_util.tree_structure(
+      params["generator"])
+  _, _, _, grads = family.discriminator_phase(params, opt_state,
+                                              jnp.zeros((8, 8, 8, 1)), jax.random.PRNGKey(1), tx)
+  assert jax.tree_util.tree_structure(grads) == jax.tree_util.tree_structure(
+      params["discriminator"])
+
+
+def test_minimax_generator_loss_saturates_and_non_saturating_does_not():
+  """Where D confidently rejects a sample (logit -8), the minimax generator
+  gets almost no gradient; the non-saturating loss gets nearly full gradient."""
+  logit = jnp.array(-8.0)
+  minimax = jax.grad(lambda l: gan.generator_loss("minimax", l))(logit)
+  non_saturating = jax.grad(lambda l: gan.generator_loss("non_saturating", l))(logit)
+  assert abs(minimax) < 1e-3 and abs(non_saturating) > 0.99
+  # Both move the logit the same way (up); the minimax loss is log(1 - D).
+  assert minimax < 0 and non_saturating < 0
+  np.testing.assert_allclose(gan.generator_loss("minimax", jnp.array(0.3)),
+                             np.log(1 - 1 / (1 + np.exp(-0.3))), rtol=1e-6)
+  # Discriminator: binary cross-entropy with real = 1, fake = 0.
+  d = 1 / (1 + np.exp(-np.array([1.5, -0.5])))
+  np.testing.assert_allclose(gan.discriminator_loss("minimax", jnp.array(1.5), jnp.array(-0.5)),
+                             -np.log(d[0]) - np.log(1 - d[1]), rtol=1e-6)
+  np.testing.assert_allclose(gan.discriminator_loss("hinge", jnp.array(0.5), jnp.array(-2.0)),
+                             0.5, rtol=1e-6)
+
+
+def test_r1_penalty_of_a_linear_discriminator_is_its_squared_weight_norm():
+  family = _family("toy2d", _POINTS, hidden_sizes=(), r1_weight=1.0)
+  params = family.init_params(jax.random.PRNGKey(0))
+  tx = family.make_optimizer()
+  real = jax.random.normal(jax.random.PRNGKey(1), (32, 2))
+  _, _, metrics, _ = family.discriminator_phase(params, family.init_opt_state(tx, params),
+                                                real, jax.random.PRNGKey(2), tx)
+  kernel = [leaf for path, leaf in jax.tree_util.tree_leaves_with_path(params["discriminator"])
+            if "kernel" in jax.tree_util.keystr(path)]
+  assert len(kernel) == 1  # logit = w.x + b, so grad_x = w
+  np.testing.assert_allclose(metrics["r1_penalty"], np.sum(np.square(kernel[0])), rtol=1e-5)
+
+
+def test_spectral_normalization_gives_unit_top_singular_value():
+  kernel = jax.random.normal(jax.random.PRNGKey(0), (3, 3, 8, 16))
+  normalized = spectral_normalize(kernel, iterations=50)
+  top = np.linalg.svd(np.asarray(normalized).reshape(-1, 16), compute_uv=False)[0]
+  np.testing.assert_allclose(top, 1.0, rtol=1e-3)
+  # Gradients flow through the kernel (not through the power iteration's vectors).
+  grad = jax.grad(lambda k: jnp.sum(spectral_normalize(k, 5)))(kernel)
+  assert np.all(np.isfinite(grad)) and np.any(grad != 0)
+
+
+def test_mode_coverage_counts_modes_and_far_points():
+  modes = np.array([[2.0, 0.0], [0.0, 2.0], [-2.0, 0.0], [0.0, -2.0]])
+  rng = np.random.default_rng(0)
+  spread = modes[rng.integers(0, 4, 4000)] + 0.05 * rng.standard_normal((4000, 2))
+  one_mode = modes[:1] + 0.05 * rng.standard_normal((4000, 2))
+  nowhere = np.zeros((4000, 2))
+  assert gan.mode_coverage(spread, modes, 0.05)["modes_covered"] == 4
+  collapsed = gan.mode_coverage(one_mode, modes, 0.05)
+  assert collapsed["modes_covered"] == 1
+  # In 2-D, P(|N(0, s^2 I)| > 3 s) = exp(-9 / 2): the "far" share of a perfect mode.
+  expected = np.exp(-4.5)
+  assert abs(collapsed["far_share"] - expected) < 3 * np.sqrt(expected * (1 - expected) / 4000)
+  assert gan.mode_coverage(nowhere, modes, 0.05)["far_share"] == 1.0
+  with_nan = gan.mode_coverage(np.full((10, 2), np.nan), modes, 0.05)
+  assert with_nan["far_share"] == 1.0 and with_nan["modes_covered"] == 0
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("loss", "wasserstein", "config.model.loss"),
+    ("disc_steps", 3, "config.model.disc_steps=3"),
+    ("r1_weight", -1.0, "config.model.r1_weight"),
+])
+def test_bad_settings_name_the_key(key, value, message):
+  with pytest.raises(ValueError, match=message):
+    _family(**{key: value})
+
+
+def test_dcgan_trains_checkpoints_ema_and_resumes_exactly(tmp_path):
+  results = check_stop_and_resume("configs/gan.py:digits", tmp_path,
+                                  ["--config.model.disc_steps=2"])
+  for key in ("d_loss", "g_loss", "d_real", "d_fake"):
+    assert np.isfinite(results["test"][key]), results["test"]
+  assert results["samples"]["T=1"]["nonfinite"] == 0
