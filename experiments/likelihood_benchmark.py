@@ -45,10 +45,24 @@ _SAMPLES = flags.DEFINE_integer("samples", 64, "Samples per timed sampling call.
 
 
 def _load_config(spec: str):
-  """'configs/vae.py:digits' -> configs.vae.get_config("digits")."""
+  """'configs/vae.py:digits' -> configs.vae.get_config("digits").
+
+  Settings may follow an "@": 'configs/ddpm.py@eval.sampler=ancestral'
+  (several joined by "@"); each value is parsed as the type of the default.
+  """
+  spec, *settings = spec.split("@")
   path, _, variant = spec.partition(":")
   module = importlib.import_module(path.removesuffix(".py").replace(os.sep, "."))
-  return module.get_config(variant)
+  config = module.get_config(variant)
+  for setting in settings:
+    key, _, value = setting.partition("=")
+    *parents, leaf = key.split(".")
+    node = config
+    for parent in parents:
+      node = node[parent]
+    old = node[leaf]
+    node[leaf] = value in ("True", "true", "1") if isinstance(old, bool) else type(old)(value)
+  return config
 
 
 def measure_speed(spec: str) -> dict:

@@ -21,6 +21,7 @@ import jax
 import jax.numpy as jnp
 
 from gen.models import register
+from gen.models import layers
 from gen.models.layers import activation
 
 GENERATOR_NORMS = ("batch", "layer", "none")
@@ -122,6 +123,7 @@ class _ConvGenerator(nn.Module):
   data_shape: tuple[int, ...]
   channels: Sequence[int]
   norm: str
+  conv_transpose_impl: str
 
   @nn.compact
   def __call__(self, z):
@@ -132,7 +134,7 @@ class _ConvGenerator(nn.Module):
     x = x.reshape(z.shape[0], start_h, start_w, self.channels[0] * 2)
     x = nn.relu(_normalize(self.norm, x))
     for width_out in self.channels:
-      x = nn.ConvTranspose(width_out, (4, 4), strides=(2, 2), padding="SAME")(x)
+      x = layers.ConvTranspose(width_out, 4, 2, self.conv_transpose_impl)(x)
       x = nn.relu(_normalize(self.norm, x))
     return jnp.tanh(nn.Conv(out_channels, (3, 3))(x))
 
@@ -167,6 +169,8 @@ class DCGAN(_Pair):
   discriminator_channels: tuple[int, ...] = (64, 128)
   generator_norm: str = "batch"
   spectral_norm_iterations: int = 0
+  # gen.models.layers.ConvTranspose: "phases" is the fast one on CPU.
+  conv_transpose_impl: str = "phases"
 
   def setup(self):
     if self.generator_norm not in GENERATOR_NORMS:
@@ -180,7 +184,7 @@ class DCGAN(_Pair):
           f"size {len(self.generator_channels)} times, so the image side must be divisible "
           f"by {factor}; {height}x{width} is not")
     self.generator = _ConvGenerator(tuple(self.data_shape), tuple(self.generator_channels),
-                                    self.generator_norm)
+                                    self.generator_norm, self.conv_transpose_impl)
     self.discriminator = _ConvDiscriminator(tuple(self.discriminator_channels),
                                             self.spectral_norm_iterations)
 
