@@ -2,7 +2,9 @@
 
   python experiments/main.py --config=configs/ddpm.py --workdir=runs/ddpm
 
-Reaches: not yet measured.
+Reached (2 CPU cores shared with a GAN run, ~55 min): test simple loss 0.042;
+2000 DDIM-50 samples: classifier FID 239.2 (train-vs-test baseline 7.62),
+precision/recall 0.695/0.589, all 10 classes covered.
 
 Sized for a 2-core CPU (about 30-40 minutes of training): 28x28 images run
 through a U-Net of widths 16/32/64 at 28/14/7 pixels (channel_mults

@@ -5,7 +5,9 @@
 
 Sample quality (FID in the classifier's features, beside the train-vs-test
 baseline at the same sample count) is in results.json under
-"sample_quality"; measured figures: README ("Sample-based families").
+"sample_quality". Measured (2 CPU cores shared with a DDPM run, ~38 min):
+10,000 samples, classifier FID 376.0 (train-vs-test baseline 1.67),
+precision/recall 0.575/0.405, all 10 classes covered.
 
 Variants:
   :toy2d     an MLP pair on the ring of 8 Gaussians; mode coverage in results.json
