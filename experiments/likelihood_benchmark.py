@@ -100,6 +100,18 @@ def measure_speed(spec: str) -> dict:
           "compile_seconds": compile_seconds, "ms_per_sample": 1000 * per_sample}
 
 
+def print_speed_table(specs: list[str]) -> None:
+  """One row of measure_speed per config spec, as a markdown table."""
+  print(f"devices: {jax.device_count()} x {jax.devices()[0].device_kind}")
+  print("| config | model | data | batch | train examples/s | compile s | ms/sample |")
+  print("|---|---|---|---|---|---|---|")
+  for spec in specs:
+    row = measure_speed(spec)
+    print(f"| {row['config']} | {row['model']} | {row['data']} | {row['batch']} | "
+          f"{row['examples_per_second']:.0f} | {row['compile_seconds']:.1f} | "
+          f"{row['ms_per_sample']:.3f} |", flush=True)
+
+
 def _likelihood_rows(workdir: str) -> list[str]:
   with open(os.path.join(workdir, "results.json")) as file:
     results = json.load(file)
@@ -120,14 +132,7 @@ def _likelihood_rows(workdir: str) -> list[str]:
 def main(argv):
   del argv
   if _CONFIGS.value:
-    print(f"devices: {jax.device_count()} x {jax.devices()[0].device_kind}")
-    print("| config | model | data | batch | train examples/s | compile s | ms/sample |")
-    print("|---|---|---|---|---|---|---|")
-    for spec in _CONFIGS.value:
-      row = measure_speed(spec)
-      print(f"| {row['config']} | {row['model']} | {row['data']} | {row['batch']} | "
-            f"{row['examples_per_second']:.0f} | {row['compile_seconds']:.1f} | "
-            f"{row['ms_per_sample']:.3f} |", flush=True)
+    print_speed_table(_CONFIGS.value)
   if _WORKDIRS.value:
     print("\n| model | data | step | test metric | kind | value | non-finite samples |")
     print("|---|---|---|---|---|---|---|")

@@ -24,7 +24,6 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import jax  # noqa: E402
 from absl import app, flags  # noqa: E402
 
 import likelihood_benchmark  # noqa: E402  (its flags: --steps, --repeats, --samples)
@@ -67,14 +66,7 @@ def main(argv):
   del argv
   configs, workdirs = flags.FLAGS.configs, flags.FLAGS.workdirs
   if configs:
-    print(f"devices: {jax.device_count()} x {jax.devices()[0].device_kind}")
-    print("| config | model | data | batch | train examples/s | compile s | ms/sample |")
-    print("|---|---|---|---|---|---|---|")
-    for spec in configs:
-      row = likelihood_benchmark.measure_speed(spec)
-      print(f"| {row['config']} | {row['model']} | {row['data']} | {row['batch']} | "
-            f"{row['examples_per_second']:.0f} | {row['compile_seconds']:.1f} | "
-            f"{row['ms_per_sample']:.3f} |", flush=True)
+    likelihood_benchmark.print_speed_table(configs)
   if workdirs:
     print("\n| model | data | step | samples | FID | FID train-vs-test | KID | "
           "KID train-vs-test | precision / recall | train-vs-test P / R | classes covered "
