@@ -20,7 +20,7 @@ import optax
 from gen import models
 from gen.data import SourceInfo, preprocess
 from gen.train import optim
-from gen.train.state import TrainState
+from gen.train.state import TrainState, all_finite
 
 # Keys of config.model that are not constructor fields of a module.
 _SELECTION_KEYS = ("name",)
@@ -157,13 +157,6 @@ def interleave_rows(originals, reconstructions, columns: int = 8):
   shape = originals.shape[1:]
   pairs = jnp.stack([originals[:n], reconstructions[:n]]).reshape(2, n // columns, columns, *shape)
   return jnp.swapaxes(pairs, 0, 1).reshape(2 * n, *shape)
-
-
-def all_finite(*trees) -> jax.Array:
-  """[] bool: every floating leaf of every tree is finite."""
-  leaves = [jnp.all(jnp.isfinite(leaf)) for leaf in jax.tree_util.tree_leaves(trees)
-            if jnp.issubdtype(leaf.dtype, jnp.inexact)]
-  return jnp.all(jnp.stack(leaves)) if leaves else jnp.array(True)
 
 
 def apply_if_finite(state: TrainState, params, opt_state, loss, grads, metrics: dict,

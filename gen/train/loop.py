@@ -63,16 +63,22 @@ def make_train_fn(family, tx, mesh, unroll: int = 10):
 
 
 def init_state(family, tx, config: ml_collections.ConfigDict, mesh) -> TrainState:
-  """The step-0 train state of `config.seed`, replicated over `mesh`."""
-  init_rng, state_rng = jax.random.split(jax.random.PRNGKey(config.seed))
-  params = family.init_params(init_rng)
-  state = TrainState(
-      step=jnp.array(0, jnp.int32), params=params,
-      opt_state=family.init_opt_state(tx, params), rng=state_rng,
-      # A copy: the step donates its state, and one buffer cannot be donated twice.
-      ema_params=(jax.tree_util.tree_map(jnp.copy, params) if config.train.ema_decay > 0
-                  else None))
-  return jax.device_put(state, sharding.replicated(mesh))
+  """The step-0 train state of `config.seed`, replicated over `mesh`.
+
+  Built by one compiled call: run op by op, a model's initializers each
+  compile on their own (seconds for a U-Net), and the values are the same.
+  """
+  def make_state(seed_rng):
+    init_rng, state_rng = jax.random.split(seed_rng)
+    params = family.init_params(init_rng)
+    return TrainState(
+        step=jnp.array(0, jnp.int32), params=params,
+        opt_state=family.init_opt_state(tx, params), rng=state_rng,
+        # A copy: the step donates its state, and one buffer cannot be donated twice.
+        ema_params=(jax.tree_util.tree_map(jnp.copy, params) if config.train.ema_decay > 0
+                    else None))
+  return jax.jit(make_state, out_shardings=sharding.replicated(mesh))(
+      jax.random.PRNGKey(config.seed))
 
 
 def make_eval_fn(family, mesh, final: bool = False):

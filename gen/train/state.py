@@ -6,6 +6,7 @@ from typing import Any
 
 import flax.struct
 import jax
+import jax.numpy as jnp
 
 
 @flax.struct.dataclass
@@ -26,3 +27,10 @@ class TrainState:
   def eval_params(self):
     """The parameters to evaluate and sample with: EMA when there is one."""
     return self.params if self.ema_params is None else self.ema_params
+
+
+def all_finite(*trees) -> jax.Array:
+  """[] bool: every floating leaf of every tree is finite."""
+  leaves = [jnp.all(jnp.isfinite(leaf)) for leaf in jax.tree_util.tree_leaves(trees)
+            if jnp.issubdtype(leaf.dtype, jnp.inexact)]
+  return jnp.all(jnp.stack(leaves)) if leaves else jnp.array(True)
