@@ -6,6 +6,8 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 WORKDIR ?= runs/autoencoder
 CONFIG ?= configs/autoencoder.py
+# pytest-xdist workers: most of a test's time is single-threaded XLA compilation.
+TEST_WORKERS ?= 2
 
 .PHONY: data install install-dev train test
 
@@ -30,4 +32,4 @@ train: install
 	$(BIN)/python experiments/main.py --config=$(CONFIG) --workdir=$(WORKDIR)
 
 test: install-dev
-	$(BIN)/python -m pytest -q tests
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) tests
