@@ -4,16 +4,16 @@
       --config.model.bottleneck=16
 """
 
-import logging as logging_std
 import os
 import sys
 
 # Run from a checkout without installing: the repo root holds gen/ and configs/.
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from absl import app, flags, logging  # noqa: E402
+from absl import app, flags  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
+from gen.train.checkpoint import quiet_orbax_info  # noqa: E402
 from gen.train.loop import train_and_evaluate  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file.", lock_config=True)
@@ -22,17 +22,10 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "Checkpoints, metrics and pictur
 flags.mark_flags_as_required(["config", "workdir"])
 
 
-class _QuietOrbax:
-  """Drops orbax's per-save INFO chatter; its warnings and errors still show."""
-
-  def filter(self, record):
-    return record.levelno > logging_std.INFO or "/orbax/" not in record.pathname
-
-
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  logging.get_absl_handler().addFilter(_QuietOrbax())
+  quiet_orbax_info()
   train_and_evaluate(_CONFIG.value, _WORKDIR.value)
 
 

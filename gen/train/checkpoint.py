@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 from typing import Any
@@ -11,6 +12,18 @@ import ml_collections
 import orbax.checkpoint as ocp
 
 from gen.train.state import all_finite
+
+
+def quiet_orbax_info() -> None:
+  """Drops orbax's per-save INFO chatter from absl's log; its warnings and
+  errors still show. For launch scripts (experiments/*.py)."""
+  from absl import logging as absl_logging
+  absl_logging.get_absl_handler().addFilter(_QuietOrbax())
+
+
+class _QuietOrbax(logging.Filter):
+  def filter(self, record):
+    return record.levelno > logging.INFO or "/orbax/" not in record.pathname
 
 
 class NonFiniteCheckpointError(FloatingPointError):
