@@ -56,3 +56,19 @@ def test_never_writes_nan(tmp_path):
   checkpoints.wait()
   assert checkpoints.manager.all_steps() == [1]
   checkpoints.close()
+
+
+def test_state_replicated_over_devices_restores_onto_the_targets_sharding(tmp_path):
+  """Saved from host copies, restored as jax arrays placed like the target."""
+  from jax.sharding import Mesh, NamedSharding, PartitionSpec
+  assert jax.device_count() == 8, "conftest sets 8 host devices"
+  replicated = NamedSharding(Mesh(np.array(jax.devices()), ("batch",)), PartitionSpec())
+  checkpoints = _checkpointer(tmp_path)
+  checkpoints.save(3, jax.device_put(_state(3, value=1.5), replicated))
+  checkpoints.wait()
+  restored = checkpoints.restore(jax.device_put(_state(0), replicated))
+  for leaf in jax.tree_util.tree_leaves(restored):
+    assert isinstance(leaf, jax.Array) and leaf.sharding.is_equivalent_to(replicated, leaf.ndim)
+  np.testing.assert_array_equal(restored.params["w"], np.full(3, 1.5))
+  assert int(restored.step) == 3
+  checkpoints.close()

@@ -9,6 +9,7 @@ from typing import Any
 
 import jax
 import ml_collections
+import numpy as np
 import orbax.checkpoint as ocp
 
 from gen.train.state import all_finite
@@ -33,6 +34,18 @@ class NonFiniteCheckpointError(FloatingPointError):
 # One compiled check of the whole state: op by op, each leaf shape would
 # compile its own isfinite and reduction (seconds for a U-Net's state).
 _all_finite = jax.jit(all_finite)
+
+
+def _host_copy(tree):
+  """Leaves this process holds whole, as numpy; others (multi-host) unchanged.
+
+  Given arrays replicated over several devices, orbax compiles a slicing
+  program per leaf shape to pick one replica (seconds per run for a U-Net's
+  state); restore() re-shards the copies onto the target's devices.
+  """
+  return jax.tree_util.tree_map(
+      lambda leaf: (np.asarray(leaf) if isinstance(leaf, jax.Array) and leaf.is_fully_addressable
+                    else leaf), tree)
 
 
 class Checkpointer:
@@ -86,10 +99,7 @@ class Checkpointer:
         metrics = None  # ranked only when it has the metric it is ranked by
     if step in self.manager.all_steps():
       return
-    # Saved from host copies: given arrays replicated over several devices,
-    # orbax compiles a slicing program per leaf shape to pick one replica
-    # (seconds per run for a U-Net's state); restore() re-shards them.
-    self.manager.save(step, args=ocp.args.StandardSave(jax.device_get(state)), metrics=metrics)
+    self.manager.save(step, args=ocp.args.StandardSave(_host_copy(state)), metrics=metrics)
 
   def restore(self, target: Any, step: int | None = None) -> Any:
     """Restores `step` (default: newest) into the structure and shardings of `target`."""
