@@ -6,7 +6,7 @@ Reached (2 CPU cores shared with other runs, ~105 min; the 6000-step run
 continued in its workdir to 12000 with the same config, which resume makes
 the same as one run): test simple loss 0.0395; 2000 DDIM-50 samples:
 classifier FID 120.0 (train-vs-test baseline 7.62), precision/recall
-0.800/0.685 (baseline 0.853/0.829), all 10 classes covered (total variation
+0.800/0.684 (baseline 0.853/0.829), all 10 classes covered (total variation
 0.031 to the test labels). At 6000 steps: FID 239.2.
 
 Sized for a 2-core CPU (about 60-100 minutes of training): 28x28 images run
