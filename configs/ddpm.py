@@ -2,14 +2,14 @@
 
   python experiments/main.py --config=configs/ddpm.py --workdir=runs/ddpm
 
-Reached (2 CPU cores shared with other runs, ~105 min; the 6000-step run
-continued in its workdir to 12000 with the same config, which resume makes
-the same as one run): test simple loss 0.0395; 2000 DDIM-50 samples:
+Reached (2 CPU cores shared with other runs: 50 + 53 minutes of training;
+the 6000-step run continued in its workdir to 12000 with the same config,
+which resume makes the same as one run): test simple loss 0.0395; 2000 DDIM-50 samples:
 classifier FID 120.0 (train-vs-test baseline 7.62), precision/recall
 0.800/0.684 (baseline 0.853/0.829), all 10 classes covered (total variation
 0.031 to the test labels). At 6000 steps: FID 239.2.
 
-Sized for a 2-core CPU (about 60-100 minutes of training): 28x28 images run
+Sized for a 2-core CPU: 28x28 images run
 through a U-Net of widths 16/32/64 at 28/14/7 pixels (channel_mults
 (1, 2, 4) halve twice, and 28 is a multiple of 4, so nothing is padded),
 one residual block per level, self-attention at 7x7; 0.69M parameters,
@@ -17,9 +17,11 @@ one residual block per level, self-attention at 7x7; 0.69M parameters,
 the width goes to the 7x7 level, where it is cheap: widths 32/64/64 (the
 paper's layout scaled down) cost 69 GFLOP per step and trained at half the
 steps per second (1.1 vs 2.2 steps/s of a bare gradient, 2 shared cores).
-Through experiments/main.py it runs ~3.0 steps/s (195 examples/s, 2 cores
-shared with another run): 12000 steps in ~65 minutes, plus ~40 s per
-validation and ~80 s for the test evaluation (4 noise levels per image).
+Through experiments/main.py with 2 cores shared with another run it ran
+1.9-2.7 steps/s (120-171 examples/s, from the run's log): 12000 steps in
+~105 minutes; alone it trains at 214 examples/s
+(experiments/sample_benchmark.py), ~60 minutes. Plus ~40 s per validation
+and ~80 s for the test evaluation (4 noise levels per image).
 End-of-run samples use DDIM with config.eval.sampling_steps = 50 steps
 (config.eval.sampler=ancestral runs all 1000).
 
