@@ -1,5 +1,8 @@
-"""Checkpoint retention and the refusal to save NaN."""
+"""Checkpoint retention, the refusal to save NaN, and orbax's log filter."""
 
+import logging
+
+from absl import logging as absl_logging
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -7,7 +10,7 @@ import numpy as np
 import optax
 import pytest
 
-from gen.train.checkpoint import Checkpointer, NonFiniteCheckpointError
+from gen.train.checkpoint import Checkpointer, NonFiniteCheckpointError, _QuietOrbax
 from gen.train.state import TrainState
 
 
@@ -72,3 +75,40 @@ def test_state_replicated_over_devices_restores_onto_the_targets_sharding(tmp_pa
   np.testing.assert_array_equal(restored.params["w"], np.full(3, 1.5))
   assert int(restored.step) == 3
   checkpoints.close()
+
+
+class _Records(logging.Handler):
+  def __init__(self):
+    super().__init__()
+    self.messages = []
+
+  def emit(self, record):
+    self.messages.append((record.levelno, record.getMessage()))
+
+
+def test_quiet_filter_drops_orbax_chatter_but_keeps_its_real_warnings(tmp_path):
+  absl_logger = logging.getLogger("absl")
+  everything, filtered = _Records(), _Records()
+  filtered.addFilter(_QuietOrbax())
+  level = absl_logger.level
+  absl_logger.setLevel(logging.INFO)
+  for handler in (everything, filtered):
+    absl_logger.addHandler(handler)
+  try:
+    checkpoints = _checkpointer(tmp_path)
+    checkpoints.save(1, _state(1))  # between evaluations: no metrics, by design
+    checkpoints.wait()
+    checkpoints.close()
+    absl_logging.warning("not from orbax")
+  finally:
+    for handler in (everything, filtered):
+      absl_logger.removeHandler(handler)
+    absl_logger.setLevel(level)
+  unfiltered_text = " ".join(message for _, message in everything.messages)
+  # Without the filter orbax logs INFO on saving and warns about the missing metrics.
+  assert "did not provide metrics" in unfiltered_text
+  assert any(levelno == logging.INFO for levelno, _ in everything.messages)
+  assert filtered.messages == [(logging.WARNING, "not from orbax")]
+  record = logging.LogRecord("absl", logging.WARNING, "/x/orbax/checkpoint/manager.py", 1,
+                             "checkpoint directory is not writable", None, None)
+  assert _QuietOrbax().filter(record)

@@ -16,15 +16,24 @@ from gen.train.state import all_finite
 
 
 def quiet_orbax_info() -> None:
-  """Drops orbax's per-save INFO chatter from absl's log; its warnings and
-  errors still show. For launch scripts (experiments/*.py)."""
+  """Drops orbax's per-save INFO chatter from absl's log; its other warnings
+  and errors still show. For launch scripts (experiments/*.py)."""
   from absl import logging as absl_logging
   absl_logging.get_absl_handler().addFilter(_QuietOrbax())
 
 
+# Periodic saves between evaluations carry no metrics by design (the keep-last
+# policy holds them), and orbax warns about each one when a best metric is set.
+_EXPECTED_ORBAX_WARNINGS = ("did not provide metrics",)
+
+
 class _QuietOrbax(logging.Filter):
   def filter(self, record):
-    return record.levelno > logging.INFO or "/orbax/" not in record.pathname
+    if "/orbax/" not in record.pathname:
+      return True
+    if record.levelno <= logging.INFO:
+      return False
+    return not any(text in record.getMessage() for text in _EXPECTED_ORBAX_WARNINGS)
 
 
 class NonFiniteCheckpointError(FloatingPointError):
