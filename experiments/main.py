@@ -13,7 +13,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from absl import app, flags  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
-from gen.train.checkpoint import quiet_orbax_info  # noqa: E402
+from gen.train.checkpoint import quiet_orbax_log  # noqa: E402
 from gen.train.loop import train_and_evaluate  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file.", lock_config=True)
@@ -25,7 +25,7 @@ flags.mark_flags_as_required(["config", "workdir"])
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  quiet_orbax_info()
+  quiet_orbax_log()
   train_and_evaluate(_CONFIG.value, _WORKDIR.value)
 
 

@@ -16,7 +16,7 @@ from absl import app, flags, logging  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
 from gen.evaluate import fidelity  # noqa: E402
-from gen.train.checkpoint import quiet_orbax_info  # noqa: E402
+from gen.train.checkpoint import quiet_orbax_log  # noqa: E402
 from gen.train.loop import train_and_evaluate  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -29,7 +29,7 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "Default: runs/classifiers/<data
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  quiet_orbax_info()
+  quiet_orbax_log()
   config = _CONFIG.value
   workdir = _WORKDIR.value or fidelity.default_classifier_dir(config.data.name)
   results = train_and_evaluate(config, workdir)

@@ -7,6 +7,7 @@ import math
 import os
 from typing import Any
 
+from absl import logging as absl_logging
 import jax
 import ml_collections
 import numpy as np
@@ -15,10 +16,10 @@ import orbax.checkpoint as ocp
 from gen.train.state import all_finite
 
 
-def quiet_orbax_info() -> None:
-  """Drops orbax's per-save INFO chatter from absl's log; its other warnings
-  and errors still show. For launch scripts (experiments/*.py)."""
-  from absl import logging as absl_logging
+def quiet_orbax_log() -> None:
+  """Drops orbax's per-save INFO chatter and its expected warnings (below)
+  from absl's log; its other warnings and errors still show. For launch
+  scripts (experiments/*.py)."""
   absl_logging.get_absl_handler().addFilter(_QuietOrbax())
 
 
