@@ -125,7 +125,7 @@ def _run_jax(model: str, settings: dict) -> dict:
 
   from gen import data as data_lib
   from gen import families
-  from gen.train import loop, sharding
+  from gen.train import sharding, steps as loop
 
   config = _config(model)
   per_call = settings.get("steps_per_call", 1)

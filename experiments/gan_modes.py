@@ -20,7 +20,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from absl import app, flags, logging  # noqa: E402
 
 from configs import gan as gan_config  # noqa: E402
-from gen.train.loop import train_and_evaluate  # noqa: E402
+from gen.loop import train_and_evaluate  # noqa: E402
 
 _LOSSES = flags.DEFINE_list("losses", ["non_saturating", "minimax", "hinge"], "GAN losses.")
 _SEEDS = flags.DEFINE_list("seeds", ["0", "1", "2"], "config.seed of each run.")

@@ -33,7 +33,7 @@ from absl import app, flags  # noqa: E402
 
 from gen import data as data_lib  # noqa: E402
 from gen import families  # noqa: E402
-from gen.train import loop, sharding  # noqa: E402
+from gen.train import sharding, steps  # noqa: E402
 
 _CONFIGS = flags.DEFINE_list("configs", ["configs/realnvp.py", "configs/vae.py",
                                          "configs/conv_vae.py", "configs/realnvp2d.py"],
@@ -72,8 +72,8 @@ def measure_speed(spec: str) -> dict:
   dataset = data_lib.load(config)
   family = families.make(config, dataset.info)
   tx = family.make_optimizer()
-  state = loop.init_state(family, tx, config, mesh)
-  train_fn = loop.make_train_fn(family, tx, mesh, config.train.unroll_steps)
+  state = steps.init_state(family, tx, config, mesh)
+  train_fn = steps.make_train_fn(family, tx, mesh, config.train.unroll_steps)
   batches = [sharding.put_batch(dataset.train.stacked(step, 1), mesh, batch_dim=1)
              for step in range(_STEPS.value)]
   start = time.perf_counter()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ml_collections
 
 from gen.data.preprocess import BINARIZE, SCALES
+from gen.errors import ConfigError
 from gen.train.optim import OPTIMIZERS, SCHEDULES
 
 
@@ -28,7 +29,7 @@ def _unknown_keys(config, schema, prefix: str) -> list[str]:
 
 
 def validate(config: ml_collections.ConfigDict) -> None:
-  """Raises ValueError naming every unknown key or impossible value found."""
+  """Raises ConfigError (a ValueError) naming every unknown key or impossible value."""
   schema = _default()
   problems = [f"{name} is not a known setting" for name in _unknown_keys(config, schema, "config")]
 
@@ -81,7 +82,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
   need(ckpt.best_mode in ("min", "max"), "checkpoint.best_mode", "valid: min, max")
   need(isinstance(config.model.get("name"), str), "model.name", "must name a model")
   if problems:
-    raise ValueError("invalid config:\n  " + "\n  ".join(problems))
+    raise ConfigError("invalid config:\n  " + "\n  ".join(problems))
 
 
 def _get(config, dotted: str):

@@ -8,7 +8,7 @@ import pytest
 from configs import autoencoder, conv_autoencoder
 from gen import families
 from gen.data import SourceInfo
-from gen.train import loop
+from gen import loop
 
 FASHION = SourceInfo("fashion_mnist", (28, 28, 1), "image", 10)
 

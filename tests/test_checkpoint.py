@@ -18,6 +18,7 @@ def _state(step, value=1.0):
   params = {"w": jnp.full((3,), value)}
   return TrainState(step=jnp.array(step, jnp.int32), params=params,
                     opt_state=optax.adam(1e-3).init(params), rng=jax.random.PRNGKey(0),
+                    skipped_updates=jnp.array(0, jnp.int32),
                     ema_params=params)
 
 

@@ -5,7 +5,7 @@ import pytest
 
 from configs import autoencoder
 from gen import config as config_lib
-from gen.train import loop
+from gen import loop
 from tests.helpers import run_main
 
 

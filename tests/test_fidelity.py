@@ -10,7 +10,8 @@ from configs import classifier as classifier_config
 from configs import vae as vae_config
 from gen import data as data_lib
 from gen.evaluate import fidelity
-from gen.train import loop
+from gen.families import classifier as classifier_lib
+from gen import loop
 
 
 def _scipy_frechet(a, b):
@@ -76,7 +77,7 @@ def test_histogram_and_total_variation():
 
 
 def test_to_pixels_keeps_nonfinite_samples_as_zero():
-  pixels = fidelity.to_pixels(np.array([[np.nan, 1.2], [0.5, -np.inf]]))
+  pixels = data_lib.to_pixels(np.array([[np.nan, 1.2], [0.5, -np.inf]]))
   np.testing.assert_array_equal(pixels, [[0, 255], [128, 0]])
 
 
@@ -86,36 +87,42 @@ def digits_classifier(tmp_path_factory):
   workdir = str(tmp_path_factory.mktemp("classifier"))
   config = classifier_config.get_config("digits")
   config.train.num_steps = 200
+  # 400 held out, so that 300 unseen images can form the baseline below.
+  config.data.validation_size = _VALIDATION_SIZE
   results = loop.train_and_evaluate(config, workdir)
   assert results["test"]["accuracy"] > 0.8, results["test"]
   return workdir
 
 
+_VALIDATION_SIZE = 400
+
+
 def _digits_dataset():
   config = vae_config.get_config("digits")
+  config.data.validation_size = _VALIDATION_SIZE
   return config, data_lib.load(config)
 
 
 def test_sample_quality_ranks_real_images_above_a_constant_and_counts_nan(digits_classifier):
   config, dataset = _digits_dataset()
-  config.eval.classifier = digits_classifier
   config.eval.fid_samples = 300
+  classifier = classifier_lib.ClassifierFeatures(digits_classifier, dataset)
   train = jnp.asarray(dataset.train_source.take(dataset.train.rows[-600:])["x"] / 255.0,
                       jnp.float32)
 
   def real_images(images, rng, count):  # a "model" that memorized other train images
     return images[jax.random.choice(rng, images.shape[0], (count,), replace=False)]
 
-  real = fidelity.sample_quality(real_images, train, dataset, config)
+  real = fidelity.sample_quality(real_images, train, dataset, config, classifier)
   constant = fidelity.sample_quality(
       lambda mean, rng, count: jnp.broadcast_to(mean, (count, *mean.shape)),
-      train.mean(0), dataset, config)
+      train.mean(0), dataset, config, classifier)
   nan = fidelity.sample_quality(
       lambda shape_of, rng, count: jnp.full((count, *shape_of.shape), jnp.nan),
-      train[0], dataset, config)
+      train[0], dataset, config, classifier)
   assert real["num_samples"] == 300 and real["nonfinite_samples"] == 0
   # Train images are as far from the test set as the baseline (the same kind of sample).
-  assert real["fid"] < 3 * real["fid_train_vs_test"] + 1.0
+  assert real["fid"] < 3 * real["fid_val_vs_test"] + 1.0
   assert constant["fid"] > 10 * real["fid"]
   assert real["recall"] > 0.5 and constant["recall"] < 0.05
   assert real["class_histogram"]["classes_covered"] == 10
@@ -129,18 +136,19 @@ def test_sample_quality_ranks_real_images_above_a_constant_and_counts_nan(digits
 def test_missing_classifier_is_skipped_by_default_and_an_error_when_named(tmp_path,
                                                                           monkeypatch):
   config, dataset = _digits_dataset()
-  config.eval.fid_samples = 10
-  zeros = lambda p, r, count: jnp.zeros((count, 8, 8, 1))
-  monkeypatch.setattr(fidelity, "default_classifier_dir", lambda name: str(tmp_path / name))
+  monkeypatch.setattr(classifier_lib, "default_classifier_dir",
+                      lambda name: str(tmp_path / name))
   config.eval.classifier = "auto"
-  skipped = fidelity.sample_quality(zeros, None, dataset, config)
-  assert set(skipped) == {"skipped"} and "experiments/train_classifier.py" in skipped["skipped"]
+  classifier, why = classifier_lib.find_classifier(config, dataset)
+  assert classifier is None and "experiments/train_classifier.py" in why
+  assert "configs/classifier.py:digits" in why
   config.eval.classifier = str(tmp_path / "nowhere")
   with pytest.raises(FileNotFoundError, match="config.eval.classifier"):
-    fidelity.sample_quality(zeros, None, dataset, config)
+    classifier_lib.find_classifier(config, dataset)
 
 
 def test_classifier_of_other_data_is_refused(digits_classifier):
-  info = data_lib.SourceInfo("fashion_mnist", (28, 28, 1), "image", 10)
+  config, dataset = _digits_dataset()
+  dataset.info = data_lib.SourceInfo("fashion_mnist", (28, 28, 1), "image", 10)
   with pytest.raises(ValueError, match="trained on 'digits'"):
-    fidelity.ClassifierFeatures(digits_classifier, info)
+    classifier_lib.ClassifierFeatures(digits_classifier, dataset)

@@ -178,5 +178,7 @@ def test_tfds_failure_is_an_error_not_random_data(tmp_path, monkeypatch):
     raise ConnectionError("Failed to resolve 'storage.googleapis.com'")
 
   monkeypatch.setattr(tfds, "data_source", no_network)
+  # The quick reachability check passes; the download itself fails.
+  monkeypatch.setattr(sources, "network_problem", lambda: None)
   with pytest.raises(FileNotFoundError, match="TFDS could not load 'mnist'.*storage.googleapis"):
     sources.load_source(_data_config(name="mnist", dir=str(tmp_path)), "train")

@@ -11,7 +11,8 @@ import pytest
 
 from configs import autoencoder
 from gen.data import ArraySource, SourceInfo
-from gen.train import loop, metrics_io
+from gen import loop
+from gen.train import metrics_io
 from tests.helpers import checkpoint_leaves, run_main
 
 
@@ -153,16 +154,23 @@ def test_nonfinite_loss_stops_and_names_the_step(tmp_path, monkeypatch):
       assert np.all(np.isfinite(np.asarray(leaf)))
 
 
-def test_nonfinite_updates_can_be_skipped(tmp_path, monkeypatch):
+def test_nonfinite_updates_can_be_skipped_and_their_count_survives_a_resume(tmp_path,
+                                                                          monkeypatch):
   from gen.data import sources
   monkeypatch.setattr(sources, "load_source", _toy_with_a_nan(bad_row=399))
   config = _toy_config(skip_nonfinite=True, num_steps=60)
-  expected = len(_steps_touching(config, 399, 60))
-  results = loop.train_and_evaluate(config, str(tmp_path))
-  assert results["skipped_updates"] == expected > 0
-  for leaf in checkpoint_leaves(tmp_path):
+  touching = _steps_touching(config, 399, 60)
+  assert any(s < 30 for s in touching) and any(s >= 30 for s in touching)
+  results = loop.train_and_evaluate(config, str(tmp_path / "straight"))
+  assert results["skipped_updates"] == len(touching) > 0
+  for leaf in checkpoint_leaves(tmp_path / "straight"):
     assert np.all(np.isfinite(np.asarray(leaf)))
   assert np.isfinite(results["test"]["loss"])
+  # Stopped at 30 and resumed: the count goes on from the checkpoint (it
+  # restarted at 0 when the loop kept it in a local variable).
+  loop.train_and_evaluate(_toy_config(skip_nonfinite=True, num_steps=30), str(tmp_path / "two"))
+  resumed = loop.train_and_evaluate(config, str(tmp_path / "two"))
+  assert resumed["skipped_updates"] == len(touching)
 
 
 def test_the_loop_runs_on_a_tfds_dataset(tmp_path):

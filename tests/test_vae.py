@@ -103,7 +103,8 @@ def test_importance_weighted_bound_rises_with_k_toward_log_px():
   elbo = np.mean(elbo_draws, axis=0)
 
   iw = jax.jit(family.iw_log_likelihood, static_argnums=(4, 5))
-  bounds = {k: np.asarray(iw(params, x, target, jax.random.PRNGKey(k), k, min(k, 100)))
+  per_example = lambda seed: jax.random.split(jax.random.PRNGKey(seed), len(x))
+  bounds = {k: np.asarray(iw(params, x, target, per_example(k), k, min(k, 100)))
             for k in (1, 10, 100, 1000)}
   # K=1 is a one-sample ELBO: the same expectation.
   assert abs(bounds[1].mean() - elbo.mean()) < 4 * bounds[1].std() / math.sqrt(len(elbo))

@@ -2,4 +2,4 @@
 
 from gen.data.base import ArraySource, Source, SourceInfo
 from gen.data.dataset import Dataset, load
-from gen.data.preprocess import preprocess, to_unit
+from gen.data.preprocess import example_keys, preprocess, to_pixels, to_unit

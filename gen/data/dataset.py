@@ -42,6 +42,14 @@ class Dataset:
             "test": len(self.test_rows)}[split]
 
 
+def split_rows(num_rows: int, validation_size: int,
+               validation_seed: int) -> tuple[np.ndarray, np.ndarray]:
+  """(train rows, validation rows) of a train source of `num_rows`, each sorted:
+  `validation_size` rows drawn with `validation_seed`, the rest for training."""
+  order = np.random.default_rng(validation_seed).permutation(num_rows)
+  return np.sort(order[validation_size:]), np.sort(order[:validation_size])
+
+
 def load(config: ml_collections.ConfigDict) -> Dataset:
   """Builds the splits that `config.data` and `config.train` describe."""
   from gen.data import sources  # heavy (tfds); only when data is needed
@@ -53,9 +61,7 @@ def load(config: ml_collections.ConfigDict) -> Dataset:
     raise ValueError(
         f"config.data.validation_size={num_val} leaves no training data: "
         f"{config.data.name} has {len(train_source)} train examples")
-  order = np.random.default_rng(config.data.validation_seed).permutation(len(train_source))
-  val_rows = np.sort(order[:num_val])
-  train_rows = np.sort(order[num_val:])
+  train_rows, val_rows = split_rows(len(train_source), num_val, config.data.validation_seed)
   train = pipeline.TrainBatches(train_source, train_rows, train_rows,
                                 config.train.batch_size, config.seed)
   return Dataset(train_source.info, train, train_source, test_source, val_rows,

@@ -23,6 +23,7 @@ import numpy as np
 
 from gen.data import toy2d
 from gen.data.base import ArraySource, SourceInfo
+from gen.errors import UserError
 
 FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
 FASHION_MNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal",
@@ -38,7 +39,7 @@ _DIGITS_SPLIT_SEED = 0
 _IDX_MAGIC = {"images": 2051, "labels": 2049}
 
 
-class DataNotFoundError(FileNotFoundError):
+class DataNotFoundError(UserError, FileNotFoundError):
   """A dataset's files are missing; the message says how to get them."""
 
 
@@ -171,6 +172,31 @@ def _tfds_names() -> frozenset:
   return frozenset(tfds.list_builders(with_community_datasets=False))
 
 
+# Where TFDS downloads from; reaching it says the network is there at all.
+_NETWORK_PROBE_URL = "https://storage.googleapis.com/"
+_NETWORK_PROBE_SECONDS = 5.0
+
+
+def network_problem(url: str = _NETWORK_PROBE_URL,
+                    timeout: float = _NETWORK_PROBE_SECONDS) -> str | None:
+  """None when `url` answers (any HTTP status), else why it could not be reached.
+
+  One request with a short timeout (proxy settings apply), so that a machine
+  without a network learns it in seconds, not after minutes of TFDS's
+  download retries.
+  """
+  import urllib.error
+  import urllib.request
+  try:
+    urllib.request.urlopen(urllib.request.Request(url, method="HEAD"), timeout=timeout)
+  except urllib.error.HTTPError:
+    return None  # the server answered: the network is there
+  except (urllib.error.URLError, OSError) as error:
+    reason = getattr(error, "reason", error)
+    return f"{url} is not reachable ({reason})"
+  return None
+
+
 def _tfds_source(name: str, data_dir: str, split: str) -> TfdsSource:
   import tensorflow_datasets as tfds
 
@@ -178,18 +204,35 @@ def _tfds_source(name: str, data_dir: str, split: str) -> TfdsSource:
     raise ValueError(f"config.data.name={name!r} is not a dataset here; valid: "
                      f"{', '.join(BUILTIN)}, or any TFDS image dataset "
                      f"(mnist, cifar10, ...; see tfds.list_builders())")
-  try:
-    records = tfds.data_source(name, split=split, data_dir=data_dir or None)
+  where = data_dir or "TFDS's default data dir (TFDS_DATA_DIR, else ~/tensorflow_datasets)"
+  try:  # a copy prepared earlier: no network needed
+    records = tfds.data_source(name, split=split, data_dir=data_dir or None, download=False)
   except ValueError as error:
     if "split" in str(error).lower():
       raise ValueError(f"config.data.name={name!r} has no {split!r} split: {error}") from None
     raise
-  except Exception as error:  # network, missing TensorFlow to prepare, ...
-    raise DataNotFoundError(
-        f"TFDS could not load {name!r} (split {split!r}, data dir "
-        f"{data_dir or 'TFDS default'}): {type(error).__name__}: {str(error)[:300]}. "
-        f"Preparing a TFDS dataset needs the network once, and TensorFlow for most "
-        f"datasets: pip install -e '.[tfds-prepare]'") from None
+  except Exception:  # not prepared there: it has to be downloaded
+    records = None
+  if records is None:
+    problem = network_problem()
+    if problem:
+      raise DataNotFoundError(
+          f"TFDS has no prepared copy of {name!r} in {where}, and cannot download one: "
+          f"{problem}. Prepare it once on a machine with a network (python -c \"import "
+          f"tensorflow_datasets as tfds; tfds.data_source('{name}', split='{split}')\") and "
+          f"copy the data dir here (config.data.dir or TFDS_DATA_DIR)")
+    try:
+      records = tfds.data_source(name, split=split, data_dir=data_dir or None)
+    except ValueError as error:
+      if "split" in str(error).lower():
+        raise ValueError(f"config.data.name={name!r} has no {split!r} split: {error}") from None
+      raise
+    except Exception as error:  # network, missing TensorFlow to prepare, ...
+      raise DataNotFoundError(
+          f"TFDS could not load {name!r} (split {split!r}, data dir {where}): "
+          f"{type(error).__name__}: {str(error)[:300]}. Preparing a TFDS dataset needs the "
+          f"network once, and TensorFlow for most datasets: pip install -e "
+          f"'.[tfds-prepare]'") from None
   features = records.dataset_info.features
   if "image" not in features:
     raise ValueError(f"config.data.name={name!r}: TFDS dataset without an 'image' "

@@ -4,42 +4,39 @@ One function, `sample_quality`, serves every family that can sample (GAN,
 DDPM, VAE, flow, and the autoencoder through a Gaussian fitted to its codes):
 
 * Samples and real images go through the same path: samples in [0, 1] are
-  rounded to 8-bit pixels, as real images are stored, then both are
-  preprocessed the way the classifier was trained.
+  turned into 8-bit pixels, as real images are stored, by the inverse of the
+  family's own preprocessing (Family.to_pixels), then both are preprocessed
+  the way the classifier was trained.
 * Non-finite samples are not dropped: they are counted, drawn as 0 and kept,
   so a sampler that produces NaN is charged for it.
 * The reference is the test split. Beside each model's figure is the same
-  figure for as many train images as there are samples: the distance of two
-  samples of the data itself, below which no model can be expected to go
-  (the Frechet distance is biased upwards at small sample counts).
+  figure for as many validation images as there are samples (the baseline):
+  the distance of two samples of the data itself, below which no model can
+  be expected to go (the Frechet distance is biased upwards at small sample
+  counts). Validation images are unseen by both the generator and the
+  classifier; train images, which the classifier trained on (and so "knows"
+  better than unseen ones), are reported beside it for comparison.
 * The class histogram of samples, as the classifier labels them, is set
   against the classifier's labels of test images (mode coverage) and against
   the train labels (the skew of the training data that samples inherit).
 
 The feature space is the penultimate layer of a classifier trained on the
-dataset (configs/classifier.py, experiments/train_classifier.py). With
+dataset (configs/classifier.py, experiments/train_classifier.py), which the
+caller loads and hands in (gen.families.classifier.find_classifier). With
 config.eval.inception_weights set, Inception-v3 features give an Inception
 FID through the same code.
 """
 
 from __future__ import annotations
 
-import json
-import os
 from typing import Callable
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
-import orbax.checkpoint as ocp
 from absl import logging
 
-from gen.data import SourceInfo, preprocess
-from gen.train import sharding
-
-_REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-TRAIN_COMMAND = "python experiments/train_classifier.py --config=configs/classifier.py"
+from gen.data.preprocess import to_pixels as unit_to_pixels
 
 
 # --- the distances -------------------------------------------------------------
@@ -146,89 +143,13 @@ def total_variation(p, q) -> float:
   return float(0.5 * np.abs(np.asarray(p) - np.asarray(q)).sum())
 
 
-# --- the classifier ----------------------------------------------------------
-def default_classifier_dir(data_name: str) -> str:
-  """Where experiments/train_classifier.py writes the classifier of `data_name`."""
-  return os.path.join(_REPO_ROOT, "runs", "classifiers", data_name.replace("/", "_"))
-
-
-class ClassifierFeatures:
-  """A trained classifier of the run's dataset, read from its workdir.
-
-  `__call__(pixels)` maps 8-bit images [n, h, w, c] to penultimate-layer
-  features [n, d] float64 and predicted labels [n] int.
-  """
-
-  def __init__(self, workdir: str, info: SourceInfo, batch_size: int = 1000):
-    from gen import families  # the classifier family; imported late (cycle)
-    path = os.path.join(workdir, "config.json")
-    if not os.path.exists(path):
-      raise FileNotFoundError(f"no classifier config at {path}")
-    with open(path) as file:
-      config = ml_collections.ConfigDict(json.load(file))
-    if config.data.name != info.name:
-      raise ValueError(f"the classifier in {workdir} was trained on {config.data.name!r}, "
-                       f"not on this run's data {info.name!r}")
-    manager = ocp.CheckpointManager(os.path.join(workdir, "checkpoints"))
-    # The best checkpoint by validation accuracy when ranked, else the newest.
-    step = manager.best_step() or manager.latest_step()
-    if step is None:
-      raise FileNotFoundError(f"no checkpoint in {workdir}/checkpoints")
-    restored = manager.restore(step, args=ocp.args.StandardRestore())
-    manager.close()
-    self.params = restored.get("ema_params") or restored["params"]
-    self.family = families.make(config, info)
-    self.workdir, self.step, self.batch_size = workdir, step, batch_size
-    self.scale = config.data.scale
-
-    def apply(params, pixels):
-      x = preprocess(pixels, None, None, kind="image", scale=self.scale)
-      logits, features = self.family.model.apply({"params": params}, x,
-                                                 return_features=True)
-      return features, jnp.argmax(logits, axis=-1)
-
-    self._apply = jax.jit(apply)
-
-  def __call__(self, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    features, labels = [], []
-    for start in range(0, len(pixels), self.batch_size):
-      chunk = pixels[start:start + self.batch_size]
-      real = len(chunk)
-      if real < self.batch_size:  # one compiled shape: pad, then drop the padding
-        chunk = np.concatenate([chunk, np.repeat(chunk[-1:], self.batch_size - real, 0)])
-      f, y = jax.device_get(self._apply(self.params, chunk))
-      features.append(np.asarray(f[:real], np.float64))
-      labels.append(np.asarray(y[:real]))
-    return np.concatenate(features), np.concatenate(labels)
-
-
-def find_classifier(config: ml_collections.ConfigDict, info: SourceInfo):
-  """The classifier config.eval.classifier names, or (None, why not)."""
-  setting = config.eval.classifier
-  if not setting:
-    return None, "config.eval.classifier is empty"
-  workdir = default_classifier_dir(info.name) if setting == "auto" else setting
-  if not os.path.exists(os.path.join(workdir, "config.json")):
-    if setting != "auto":
-      raise FileNotFoundError(f"config.eval.classifier={setting!r}: no trained classifier "
-                              f"there (expected config.json and checkpoints/)")
-    return None, (f"no classifier for {info.name} at {workdir}; train it with: "
-                  f"{TRAIN_COMMAND}" + ("" if info.name == "fashion_mnist"
-                                         else f" --config.data.name={info.name}"))
-  return ClassifierFeatures(workdir, info), ""
-
-
 # --- samples and real images ---------------------------------------------------
-def to_pixels(images) -> np.ndarray:
-  """[n, h, w, c] float in [0, 1] -> uint8, as real images are stored; non-finite -> 0."""
-  images = np.nan_to_num(np.asarray(images, np.float32), nan=0.0, posinf=0.0, neginf=0.0)
-  return np.round(np.clip(images, 0.0, 1.0) * 255.0).astype(np.uint8)
-
-
-def draw_samples(sample_fn: Callable, params, num: int, chunk: int,
-                 seed: int) -> tuple[np.ndarray, int]:
+def draw_samples(sample_fn: Callable, params, num: int, chunk: int, seed: int,
+                 to_pixels: Callable = unit_to_pixels) -> tuple[np.ndarray, int]:
   """`num` samples of sample_fn(params, rng, count) -> [count, ...] in [0, 1],
-  `chunk` at a time. Returns the 8-bit samples and how many were not finite.
+  `chunk` at a time, turned into 8-bit pixels by `to_pixels` (the inverse of
+  the family's preprocessing). Returns the pixels and how many samples were
+  not finite.
   """
   sample = jax.jit(sample_fn, static_argnums=2)
   base = jax.random.PRNGKey(seed)
@@ -248,20 +169,23 @@ def _real_pixels(source, rows: np.ndarray, chunk: int = 5000) -> tuple[np.ndarra
           np.concatenate([p["label"] for p in parts]))
 
 
-def compare(features_fn: Callable, samples: np.ndarray, test: np.ndarray, train: np.ndarray,
+def compare(features_fn: Callable, test: np.ndarray, sets: dict[str, np.ndarray],
             neighbours: int, seed: int) -> dict:
-  """Distances of samples and of train images to the test images, in one feature space.
+  """Distances of each set of images to the test images, in one feature space.
 
   features_fn: 8-bit images [n, h, w, c] -> features [n, d].
-  samples, train: [n, h, w, c] uint8 (the same n); test: [m, h, w, c] uint8.
+  test: [m, h, w, c] uint8, the reference. sets: name -> [n, h, w, c] uint8,
+  all of the same n; the keys of the result are fid<name>, kid<name>,
+  kid_std<name>, precision<name>, recall<name>.
   """
-  sample_f, test_f, train_f = (np.asarray(features_fn(x), np.float64)
-                               for x in (samples, test, train))
+  test_f = np.asarray(features_fn(test), np.float64)
   test_stats = feature_statistics(test_f)
+  count = len(next(iter(sets.values())))
   # Precision/recall compare sets of equal size: a fixed subset of the test set.
-  subset = np.random.default_rng(seed).permutation(len(test_f))[:len(sample_f)]
+  subset = np.random.default_rng(seed).permutation(len(test_f))[:count]
   result = {}
-  for name, features in (("", sample_f), ("_train_vs_test", train_f)):
+  for name, images in sets.items():
+    features = np.asarray(features_fn(images), np.float64)
     result[f"fid{name}"] = frechet_distance(*feature_statistics(features), *test_stats)
     kid, kid_std = kernel_distance(features, test_f, seed=seed)
     result[f"kid{name}"], result[f"kid_std{name}"] = kid, kid_std
@@ -270,36 +194,44 @@ def compare(features_fn: Callable, samples: np.ndarray, test: np.ndarray, train:
   return result
 
 
-def sample_quality(sample_fn: Callable, params, dataset,
-                   config: ml_collections.ConfigDict) -> dict:
+def sample_quality(sample_fn: Callable, params, dataset, config: ml_collections.ConfigDict,
+                   classifier, to_pixels: Callable = unit_to_pixels) -> dict:
   """The sample-quality report of a run (see the module docstring).
 
   sample_fn(params, rng, count) -> [count, *shape] images in [0, 1]; `params`
-  is any pytree the sampler needs. Returns {} when
-  config.eval.fid_samples is 0 or the data are not images, and
-  {"skipped": why} when no classifier is found at the default place.
+  is any pytree the sampler needs. `classifier` gives the feature space:
+  classifier(pixels [n, h, w, c] uint8) -> (features [n, d], labels [n]), and
+  classifier.unseen_rows, the train-source rows it did not train on. The
+  baseline images are validation images that neither the generator nor the
+  classifier trained on; their count n caps the sample count, so that model
+  and baseline are measured at the same n. Returns {} when
+  config.eval.fid_samples is 0 or the data are not images.
   """
   info = dataset.info
-  num = config.eval.fid_samples
-  if not num or info.kind != "image":
+  if not config.eval.fid_samples or info.kind != "image":
     return {}
-  classifier, why = find_classifier(config, info)
-  if classifier is None:
-    logging.warning("sample quality skipped: %s", why)
-    return {"skipped": why}
+  unseen = np.intersect1d(dataset.val_rows, classifier.unseen_rows)
+  num = min(config.eval.fid_samples, len(unseen))
+  if num <= config.eval.pr_neighbours + 1:
+    return {"skipped": f"only {len(unseen)} validation images are unseen by both the model "
+                       f"and the classifier; the baseline needs more"}
   rng = np.random.default_rng(config.seed)
-  test_rows = dataset.test_rows
+  val_rows = np.sort(rng.permutation(unseen)[:num])
   train_rows = np.sort(rng.permutation(dataset.train.rows)[:num])
-  num = min(num, len(train_rows))  # the baseline needs as many train images
   samples, nonfinite = draw_samples(sample_fn, params, num, min(config.eval.batch_size, num),
-                                    config.seed)
-  test, test_labels = _real_pixels(dataset.test_source, test_rows)
-  train, train_labels = _real_pixels(dataset.train_source, train_rows)
+                                    config.seed, to_pixels)
+  test, test_labels = _real_pixels(dataset.test_source, dataset.test_rows)
+  val, _ = _real_pixels(dataset.train_source, val_rows)
+  train, _ = _real_pixels(dataset.train_source, train_rows)
 
   result = {"num_samples": num, "nonfinite_samples": nonfinite,
             "reference": f"test split, {len(test)} images",
+            "baseline": f"{num} validation images unseen by the model and the classifier "
+                        f"(*_val_vs_test); *_train_vs_test: {num} train images, which the "
+                        f"classifier trained on",
             "classifier": f"{classifier.workdir} (checkpoint {classifier.step})"}
-  result.update(compare(lambda x: classifier(x)[0], samples, test, train,
+  sets = {"": samples, "_val_vs_test": val, "_train_vs_test": train}
+  result.update(compare(lambda x: classifier(x)[0], test, sets,
                         config.eval.pr_neighbours, config.seed))
   classes = info.num_classes
   sample_labels = classifier(samples)[1]
@@ -320,23 +252,12 @@ def sample_quality(sample_fn: Callable, params, dataset,
   if config.eval.inception_weights:
     from gen.evaluate import inception
     inception_fn = inception.load_feature_fn(config.eval.inception_weights)
-    inception_result = compare(lambda x: inception_fn(x.astype(np.float32) / 255.0),
-                               samples, test, train, config.eval.pr_neighbours, config.seed)
+    inception_result = compare(lambda x: inception_fn(x.astype(np.float32) / 255.0), test,
+                               sets, config.eval.pr_neighbours, config.seed)
     result["inception"] = {k: v for k, v in inception_result.items() if "fid" in k}
-  logging.info("sample quality (%d samples, classifier features): FID %.3f (train vs test "
-               "%.3f), KID %.4f, precision %.3f, recall %.3f, classes covered %d/%d",
-               num, result["fid"], result["fid_train_vs_test"], result["kid"],
+  logging.info("sample quality (%d samples, classifier features): FID %.3f (baseline, "
+               "validation vs test: %.3f), KID %.4f, precision %.3f, recall %.3f, classes "
+               "covered %d/%d", num, result["fid"], result["fid_val_vs_test"], result["kid"],
                result["precision"], result["recall"],
                result["class_histogram"]["classes_covered"], classes)
   return result
-
-
-def family_sample_quality(family, params, dataset, config) -> dict:
-  """`sample_quality` of a family's sampler (Family.sampler), on one device."""
-  if not config.eval.fid_samples or dataset.info.kind != "image":
-    return {}
-  sampler = family.sampler(params, dataset)
-  if sampler is None:
-    return {}
-  sample_fn, sampler_params = sampler
-  return sample_quality(sample_fn, sharding.single_device(sampler_params), dataset, config)

@@ -54,8 +54,17 @@ def save_scatter(path: str, points: np.ndarray, title: str = "",
   plt.close(figure)
 
 
-def save_loss_curves(workdir: str, key: str = "loss") -> str | None:
-  """Train and validation `key` against step on one plot: `<workdir>/loss_curve.png`."""
+def save_loss_curves(workdir: str, train_key: str = "loss",
+                     val_key: str | None = None) -> dict | None:
+  """Training's `train_key` and validation's `val_key` (default: the same)
+  against step, on one plot: `<workdir>/loss_curve.png`.
+
+  The two keys must name the same quantity on both splits (Family.curve_keys):
+  curves of different quantities cross for reasons that are not overfitting.
+  Returns {"path", "train": (steps, values), "val": (steps, values)}, or
+  None when there are no metrics yet.
+  """
+  val_key = val_key or train_key
   path = os.path.join(workdir, "metrics.jsonl")
   if not os.path.exists(path):
     return None
@@ -64,20 +73,23 @@ def save_loss_curves(workdir: str, key: str = "loss") -> str | None:
   import matplotlib.pyplot as plt
   rows = metrics_io.read_metrics(path)
   figure, axis = plt.subplots(figsize=(6, 4))
-  for split in ("train", "val"):
+  drawn = {}
+  for split, key in (("train", train_key), ("val", val_key)):
     steps, values = metrics_io.curve(rows, split, key)
+    drawn[split] = (steps, values)
     if steps:
-      axis.plot(steps, values, label=split, marker="o" if split == "val" else None,
-                markersize=3)
+      axis.plot(steps, values, label=f"{split} {key}",
+                marker="o" if split == "val" else None, markersize=3)
   axis.set_xlabel("step")
-  axis.set_ylabel(key)
-  axis.set_yscale("log" if _all_positive(rows, key) else "linear")
+  axis.set_ylabel(train_key if train_key == val_key else f"{train_key} / {val_key}")
+  positive = _all_positive(rows, train_key) and _all_positive(rows, val_key)
+  axis.set_yscale("log" if positive else "linear")
   axis.legend()
   axis.grid(alpha=0.3)
   out = os.path.join(workdir, "loss_curve.png")
   figure.savefig(out, dpi=100, bbox_inches="tight")
   plt.close(figure)
-  return out
+  return {"path": out, **drawn}
 
 
 def _all_positive(rows, key) -> bool:

@@ -1,6 +1,6 @@
 """The seam every generative family fills: loss, evaluation, pictures.
 
-The generic loop (gen.train.loop) only talks to a `Family`: it asks for
+The generic loop (gen.loop) only talks to a `Family`: it asks for
 initial parameters and an optimizer, calls `train_step` inside its compiled
 loop, `evaluate` on validation and test batches, and `visualize` for PNGs. A
 family that needs more than one loss and one optimizer (a GAN) overrides
@@ -18,9 +18,9 @@ import ml_collections
 import optax
 
 from gen import models
-from gen.data import SourceInfo, preprocess
+from gen.data import SourceInfo, example_keys, preprocess, to_pixels
 from gen.train import optim
-from gen.train.state import TrainState, all_finite
+from gen.train.state import TrainState, all_finite, ema_update
 
 # Keys of config.model that are not constructor fields of a module.
 _SELECTION_KEYS = ("name",)
@@ -60,6 +60,10 @@ class Family:
   # Whether evaluate(final=True) computes more than evaluate(): the loop then
   # compiles a second evaluation program for the end of the run.
   final_eval_differs = False
+  # The train and validation metrics that loss_curve.png sets side by side:
+  # the same quantity on both splits (a VAE trains on a KL-warmed-up loss
+  # but its validation loss is the full bound).
+  curve_keys = ("loss", "loss")
 
   def __init__(self, config: ml_collections.ConfigDict, info: SourceInfo):
     self.config = config
@@ -75,6 +79,10 @@ class Family:
     dummy = jnp.zeros((1, *self.info.shape), jnp.float32)
     return self.model.init(rng, dummy)["params"]
 
+  def num_params(self, params) -> int:
+    """Trained parameters (state that no optimizer updates is not counted)."""
+    return sum(x.size for x in jax.tree_util.tree_leaves(params))
+
   def make_optimizer(self) -> optax.GradientTransformation:
     return optim.make_optimizer(self.config.optimizer, self.config.train.num_steps)
 
@@ -85,15 +93,23 @@ class Family:
   def prepare(self, batch: dict, rng, train: bool) -> jax.Array:
     """Raw batch -> model input x: [batch, *shape] float32 (see gen.data.preprocess).
 
-    Evaluation draws its dequantization/binarization noise from a fixed key,
-    so a checkpoint's validation numbers do not change from call to call.
+    Evaluation draws its dequantization/binarization noise per example, from
+    a fixed key folded with the example's id: a checkpoint's validation
+    numbers do not change from call to call, nor with the batch size.
     """
     data = self.config.data
     if not train:
-      rng = jax.random.PRNGKey(0)
+      rng = example_keys(jax.random.PRNGKey(0), batch["uid"])
     return preprocess(batch["x"], batch["uid"], rng, kind=self.info.kind,
                       scale=data.scale, binarize=data.binarize,
-                      dequantize=data.dequantize and (train or self.dequantize_in_eval))
+                      dequantize=data.dequantize and (train or self.dequantize_in_eval),
+                      per_example=not train)
+
+  def to_pixels(self, images) -> "np.ndarray":
+    """Samples in [0, 1] -> uint8 pixels, by the inverse of this family's
+    preprocessing (floor(256 y) for dequantized data, else round(255 y))."""
+    dequantized = self.config.data.dequantize and self.dequantize_in_eval
+    return to_pixels(images, dequantized=dequantized)
 
   def true_density(self):
     """The density that generated toy2d data (its log_prob), or None for other data."""
@@ -163,8 +179,10 @@ def apply_if_finite(state: TrainState, params, opt_state, loss, grads, metrics: 
                     ema_decay: float) -> tuple[TrainState, dict]:
   """The next state, or the same parameters when the loss or a gradient is not finite.
 
-  The step counter always advances (the batch was consumed); `finite` in the
-  metrics tells the loop whether to stop or to count a skipped update.
+  The step counter always advances (the batch was consumed), a skipped
+  update is counted in the state, and the EMA (`ema_update`, debiased)
+  averages whatever parameters the step leaves. `finite` in the metrics tells
+  the loop whether to stop.
   """
   finite = all_finite(loss, grads)
   keep = lambda new, old: jax.tree_util.tree_map(lambda a, b: jnp.where(finite, a, b), new, old)
@@ -172,8 +190,8 @@ def apply_if_finite(state: TrainState, params, opt_state, loss, grads, metrics: 
   opt_state = keep(opt_state, state.opt_state)
   ema = state.ema_params
   if ema is not None:
-    ema = jax.tree_util.tree_map(lambda e, p: ema_decay * e + (1.0 - ema_decay) * p,
-                                 ema, params)
+    ema = ema_update(ema, params, ema_decay, state.step + 1)
   metrics = dict(metrics, loss=loss, finite=finite)
   return state.replace(step=state.step + 1, params=params, opt_state=opt_state,
+                       skipped_updates=state.skipped_updates + (~finite).astype(jnp.int32),
                        ema_params=ema), metrics

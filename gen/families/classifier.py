@@ -7,12 +7,23 @@ generic loop gives them its checkpoints, resume and data parallelism.
 
 from __future__ import annotations
 
+import json
+import os
+
 import jax
 import jax.numpy as jnp
+import ml_collections
+import numpy as np
 import optax
+import orbax.checkpoint as ocp
 
+from gen.data import preprocess
+from gen.data.dataset import split_rows
 from gen.families import FAMILIES
 from gen.families.base import Family
+
+_REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+TRAIN_COMMAND = "python experiments/train_classifier.py --config=configs/classifier.py"
 
 
 @FAMILIES.register("classifier")
@@ -51,3 +62,92 @@ class Classifier(Family):
     logits = self.logits(params, self.prepare(batch, rng, train=False))
     return {"loss": optax.softmax_cross_entropy_with_integer_labels(logits, batch["label"]),
             "accuracy": (jnp.argmax(logits, -1) == batch["label"]).astype(jnp.float32)}
+
+
+# --- a trained classifier as a feature space -----------------------------------
+def train_command(data_name: str) -> str:
+  """The command that trains the classifier of `data_name` where runs look for it."""
+  if data_name == "fashion_mnist":
+    return TRAIN_COMMAND
+  if data_name == "digits":
+    return TRAIN_COMMAND + ":digits"
+  return f"{TRAIN_COMMAND} --config.data.name={data_name}"
+
+
+def default_classifier_dir(data_name: str) -> str:
+  """Where experiments/train_classifier.py writes the classifier of `data_name`."""
+  return os.path.join(_REPO_ROOT, "runs", "classifiers", data_name.replace("/", "_"))
+
+
+class ClassifierFeatures:
+  """A trained classifier of a run's dataset, read from its workdir.
+
+  `__call__(pixels)` maps 8-bit images [n, h, w, c] to penultimate-layer
+  features [n, d] float64 and predicted labels [n] int. `unseen_rows` are
+  the rows of the train source it held out for validation: images it never
+  trained on, which a sample-quality baseline can use.
+  """
+
+  def __init__(self, workdir: str, dataset, batch_size: int = 1000):
+    info = dataset.info
+    path = os.path.join(workdir, "config.json")
+    if not os.path.exists(path):
+      raise FileNotFoundError(f"no classifier config at {path}")
+    with open(path) as file:
+      config = ml_collections.ConfigDict(json.load(file))
+    if config.data.name != info.name:
+      raise ValueError(f"the classifier in {workdir} was trained on {config.data.name!r}, "
+                       f"not on this run's data {info.name!r}")
+    manager = ocp.CheckpointManager(os.path.join(workdir, "checkpoints"))
+    # The best checkpoint by validation accuracy when ranked, else the newest.
+    step = manager.best_step() or manager.latest_step()
+    if step is None:
+      raise FileNotFoundError(f"no checkpoint in {workdir}/checkpoints")
+    restored = manager.restore(step, args=ocp.args.StandardRestore())
+    manager.close()
+    self.params = restored.get("ema_params") or restored["params"]
+    self.family = Classifier(config, info)
+    self.workdir, self.step, self.batch_size = workdir, step, batch_size
+    _, self.unseen_rows = split_rows(len(dataset.train_source), config.data.validation_size,
+                                     config.data.validation_seed)
+    scale = config.data.scale
+
+    def apply(params, pixels):
+      x = preprocess(pixels, None, None, kind="image", scale=scale)
+      logits, features = self.family.model.apply({"params": params}, x,
+                                                 return_features=True)
+      return features, jnp.argmax(logits, axis=-1)
+
+    self._apply = jax.jit(apply)
+
+  def __call__(self, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    features, labels = [], []
+    for start in range(0, len(pixels), self.batch_size):
+      chunk = pixels[start:start + self.batch_size]
+      real = len(chunk)
+      if real < self.batch_size:  # one compiled shape: pad, then drop the padding
+        chunk = np.concatenate([chunk, np.repeat(chunk[-1:], self.batch_size - real, 0)])
+      f, y = jax.device_get(self._apply(self.params, chunk))
+      features.append(np.asarray(f[:real], np.float64))
+      labels.append(np.asarray(y[:real]))
+    return np.concatenate(features), np.concatenate(labels)
+
+
+def find_classifier(config: ml_collections.ConfigDict, dataset):
+  """The classifier config.eval.classifier names, or (None, why not).
+
+  "auto" looks at `default_classifier_dir` and is skipped (with the command
+  that trains one) when there is none; a path that holds no classifier is an
+  error.
+  """
+  setting, info = config.eval.classifier, dataset.info
+  if not setting:
+    return None, "config.eval.classifier is empty"
+  workdir = default_classifier_dir(info.name) if setting == "auto" else setting
+  if not os.path.exists(os.path.join(workdir, "config.json")):
+    if setting != "auto":
+      raise FileNotFoundError(f"config.eval.classifier={setting!r}: no trained classifier "
+                              f"there (expected config.json and checkpoints/)")
+    return None, (f"no classifier for {info.name} at {workdir}; train it with: "
+                  f"{train_command(info.name)}")
+  return ClassifierFeatures(workdir, dataset), ""

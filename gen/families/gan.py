@@ -14,7 +14,9 @@ Losses (config.model.loss), with D's logit l and sigma the logistic function:
   hinge           D: relu(1 - l_real) + relu(1 + l_fake);  G: -l_fake
 Optional R1 penalty (Mescheder et al., 2018): config.model.r1_weight / 2 *
 E |grad_x l(x)|^2 on real data; optional spectral normalization of D
-(config.model.spectral_norm_iterations). With config.train.ema_decay > 0 an
+(config.model.spectral_norm_iterations; its power-iteration vectors are
+carried between steps in params["spectral"], updated by D's phase and by no
+optimizer). With config.train.ema_decay > 0 an
 exponential moving average of the generator (only) samples; the
 discriminator is evaluated as trained.
 """
@@ -30,10 +32,14 @@ import numpy as np
 from gen.data import to_unit
 from gen.evaluate import plots, sampling
 from gen.families import FAMILIES
-from gen.families.base import Family, apply_if_finite
+from gen.families.base import Family, apply_if_finite, example_keys
+from gen.models.gan import SPECTRAL_COLLECTION
 from gen.train import optim, sharding
+from gen.train.state import ema_update
 
 LOSSES = ("minimax", "non_saturating", "hinge")
+# The fixed latents whose batch statistics evaluation and sampling use.
+_REFERENCE_SEED = 20160610
 
 
 def discriminator_loss(kind: str, real_logits, fake_logits):
@@ -120,9 +126,20 @@ class GAN(Family):
 
   # --- setup -----------------------------------------------------------------
   def init_params(self, rng):
+    """{"generator", "discriminator"} parameters, and "spectral": the power
+    iteration's vectors when the discriminator is spectrally normalized
+    (state, not parameters: no optimizer touches them)."""
     z = jnp.zeros((2, self.latent_dim), jnp.float32)
     x = jnp.zeros((2, *self.info.shape), jnp.float32)
-    return self.model.init(rng, z, x)["params"]
+    variables = self.model.init(rng, z, x)
+    params = dict(variables["params"])
+    if SPECTRAL_COLLECTION in variables:
+      params["spectral"] = variables[SPECTRAL_COLLECTION]
+    return params
+
+  def num_params(self, params) -> int:
+    trained = {k: v for k, v in params.items() if k != "spectral"}
+    return sum(x.size for x in jax.tree_util.tree_leaves(trained))
 
   def make_optimizer(self):
     """{"generator": tx, "discriminator": tx}: one optax optimizer per player."""
@@ -137,45 +154,81 @@ class GAN(Family):
     return {name: tx[name].init(params[name]) for name in tx}
 
   # --- the players ---------------------------------------------------------------
-  def generate(self, generator_params, z):
-    return self.model.apply({"params": {"generator": generator_params}}, z, method="generate")
+  def generate(self, generator_params, z, reference_rows: int = 0):
+    return self.model.apply({"params": {"generator": generator_params}}, z, reference_rows,
+                            method="generate")
 
-  def discriminate(self, discriminator_params, x):
-    return self.model.apply({"params": {"discriminator": discriminator_params}}, x,
-                            method="discriminate")
+  def generate_fixed(self, generator_params, z):
+    """Images of z that do not depend on the batch they are drawn in.
+
+    With batch norm in the generator, the statistics come from a fixed
+    reference batch of config.train.batch_size latents put in front of z
+    (what the generator was trained with), so evaluation and sampling give
+    each latent one image whatever the evaluation or sampling batch size.
+    """
+    if not self.model.batch_dependent:
+      return self.generate(generator_params, z)
+    rows = self.config.train.batch_size
+    reference = self.noise(jax.random.PRNGKey(_REFERENCE_SEED), rows).astype(z.dtype)
+    out = self.generate(generator_params, jnp.concatenate([reference, z]), rows)
+    return out[rows:]
+
+  def discriminate(self, params, x, update: bool = False):
+    """Logits [b] of D for x; with `update`, also the new "spectral" state."""
+    variables = {"params": {"discriminator": params["discriminator"]}}
+    spectral = params.get("spectral")
+    if spectral is not None:
+      variables[SPECTRAL_COLLECTION] = spectral
+    if update and spectral is not None:
+      logits, changed = self.model.apply(variables, x, True, method="discriminate",
+                                         mutable=[SPECTRAL_COLLECTION])
+      return logits, changed[SPECTRAL_COLLECTION]
+    logits = self.model.apply(variables, x, False, method="discriminate")
+    return (logits, spectral) if update else logits
 
   def noise(self, rng, count: int, temperature=1.0):
     return temperature * jax.random.normal(rng, (count, self.latent_dim))
+
+  def example_noise(self, rng, uid):
+    """[b, latent] latents, one per example id: the same example gets the same
+    latent whatever batch it is evaluated in."""
+    keys = example_keys(rng, uid)
+    return jax.vmap(lambda key: jax.random.normal(key, (self.latent_dim,)))(keys)
 
   # --- the two phases of a step ----------------------------------------------------
   def discriminator_phase(self, params, opt_state, real, rng, tx):
     """One discriminator update against fresh generated examples.
 
-    Returns (discriminator params, its optimizer state, metrics, gradients);
-    the generator's parameters are read, never changed.
+    Returns (discriminator params, its optimizer state, spectral state,
+    metrics, gradients); the generator's parameters are read, never changed.
+    Real and generated examples go through D in one call, so the power
+    iteration advances once per update.
     """
     fake = jax.lax.stop_gradient(self.generate(params["generator"],
                                                self.noise(rng, real.shape[0])))
     r1_weight = self.config.model.get("r1_weight", 0.0)
+    count = real.shape[0]
 
     def loss_fn(disc):
-      real_logits = self.discriminate(disc, real)
-      fake_logits = self.discriminate(disc, fake)
+      current = dict(params, discriminator=disc)
+      logits, spectral = self.discriminate(current, jnp.concatenate([real, fake]),
+                                           update=True)
+      real_logits, fake_logits = logits[:count], logits[count:]
       loss = jnp.mean(discriminator_loss(self.kind, real_logits, fake_logits))
       metrics = {"d_loss": loss, "d_real": jnp.mean(jax.nn.sigmoid(real_logits)),
                  "d_fake": jnp.mean(jax.nn.sigmoid(fake_logits))}
       if r1_weight:
-        grad_x = jax.grad(lambda x: jnp.sum(self.discriminate(disc, x)))(real)
-        penalty = jnp.mean(jnp.sum(jnp.square(grad_x.reshape(real.shape[0], -1)), axis=1))
+        grad_x = jax.grad(lambda x: jnp.sum(self.discriminate(current, x)))(real)
+        penalty = jnp.mean(jnp.sum(jnp.square(grad_x.reshape(count, -1)), axis=1))
         metrics["r1_penalty"] = penalty
         loss = loss + 0.5 * r1_weight * penalty
-      return loss, metrics
+      return loss, (metrics, spectral)
 
-    grads, metrics = jax.grad(loss_fn, has_aux=True)(params["discriminator"])
+    grads, (metrics, spectral) = jax.grad(loss_fn, has_aux=True)(params["discriminator"])
     updates, disc_opt = tx["discriminator"].update(grads, opt_state["discriminator"],
                                                    params["discriminator"])
     disc = jax.tree_util.tree_map(jnp.add, params["discriminator"], updates)
-    return disc, disc_opt, metrics, grads
+    return disc, disc_opt, spectral, metrics, grads
 
   def generator_phase(self, params, opt_state, rng, count: int, tx):
     """One generator update through the current discriminator.
@@ -185,8 +238,7 @@ class GAN(Family):
     """
 
     def loss_fn(gen):
-      fake_logits = self.discriminate(params["discriminator"],
-                                      self.generate(gen, self.noise(rng, count)))
+      fake_logits = self.discriminate(params, self.generate(gen, self.noise(rng, count)))
       return jnp.mean(generator_loss(self.kind, fake_logits)), fake_logits
 
     (loss, _), grads = jax.value_and_grad(loss_fn, has_aux=True)(params["generator"])
@@ -203,9 +255,11 @@ class GAN(Family):
     params, opt_state = dict(state.params), dict(state.opt_state)
     disc_metrics, disc_grads = [], []
     for index in range(steps):
-      disc, disc_opt, metrics, grads = self.discriminator_phase(
+      disc, disc_opt, spectral, metrics, grads = self.discriminator_phase(
           params, opt_state, parts[index], jax.random.fold_in(disc_rng, index), tx)
       params["discriminator"], opt_state["discriminator"] = disc, disc_opt
+      if spectral is not None:
+        params["spectral"] = spectral
       disc_metrics.append(metrics)
       disc_grads.append(grads)
     gen, gen_opt, gen_metrics, gen_grads = self.generator_phase(
@@ -218,22 +272,24 @@ class GAN(Family):
     new_state, metrics = apply_if_finite(state, params, opt_state, gen_metrics["g_loss"],
                                          finite_inputs, metrics, ema_decay=0.0)
     if state.ema_params is not None:
-      # EMA of the generator alone; the discriminator in eval_params() is the
-      # trained one (its average would be a discriminator nobody trained).
-      decay = self.config.train.ema_decay
-      ema_gen = jax.tree_util.tree_map(lambda e, p: decay * e + (1.0 - decay) * p,
-                                       state.ema_params["generator"],
-                                       new_state.params["generator"])
-      new_state = new_state.replace(ema_params={
-          "generator": ema_gen, "discriminator": new_state.params["discriminator"]})
+      # EMA of the generator alone; the discriminator (and its spectral state)
+      # in eval_params() is the trained one: its average would be a
+      # discriminator nobody trained.
+      ema_gen = ema_update(state.ema_params["generator"], new_state.params["generator"],
+                           self.config.train.ema_decay, state.step + 1)
+      new_state = new_state.replace(ema_params=dict(new_state.params, generator=ema_gen))
     return new_state, metrics
 
   # --- evaluation -------------------------------------------------------------------
   def evaluate(self, params, batch, rng, final=False):
+    """Per-example D and G losses. The generated example of each row comes from
+    a latent drawn from its example id, through `generate_fixed`: the numbers do
+    not depend on the evaluation batch size, and a split of n examples sees n
+    latents."""
     real = self.prepare(batch, rng, train=False)
-    fake = self.generate(params["generator"], self.noise(rng, real.shape[0]))
-    real_logits = self.discriminate(params["discriminator"], real)
-    fake_logits = self.discriminate(params["discriminator"], fake)
+    fake = self.generate_fixed(params["generator"], self.example_noise(rng, batch["uid"]))
+    logits = self.discriminate(params, jnp.concatenate([real, fake]))
+    real_logits, fake_logits = logits[:real.shape[0]], logits[real.shape[0]:]
     g_loss = generator_loss(self.kind, fake_logits)
     metrics = {"loss": g_loss, "g_loss": g_loss,
                "d_loss": discriminator_loss(self.kind, real_logits, fake_logits),
@@ -241,13 +297,14 @@ class GAN(Family):
     density = self.true_density()
     if density is not None:
       # How likely the true density finds generated points (precision-like;
-      # blind to missing modes, which mode coverage measures).
+      # blind to missing modes, which mode coverage measures). Infinite for a
+      # point where the true density is zero, and the mean says so.
       metrics["fake_true_nll"] = -density.log_prob(fake)
     return metrics
 
   def sample(self, params, rng, num: int, temperature=1.0):
     """[num, *shape]: images in [0, 1] or points; temperature scales z."""
-    out = self.generate(params["generator"], self.noise(rng, num, temperature))
+    out = self.generate_fixed(params["generator"], self.noise(rng, num, temperature))
     if self.info.kind == "image":
       return jnp.clip(to_unit(out, "symmetric"), 0.0, 1.0)
     return out

@@ -28,7 +28,7 @@ import numpy as np
 from gen.data import to_unit
 from gen.evaluate import likelihood, plots, sampling
 from gen.families import FAMILIES
-from gen.families.base import Family, interleave_rows
+from gen.families.base import Family, example_keys, interleave_rows
 from gen.models.vae import decoder_outputs
 from gen.train import sharding
 
@@ -78,6 +78,9 @@ def discretized_logistic_log_prob(pixels, mean, log_scale):
 class VAE(Family):
   config_keys = ("beta", "kl_warmup_steps")
   final_eval_differs = True  # the K-sample importance-weighted bound
+  # Training's loss weights the KL by its warm-up; the full bound is what
+  # validation reports, so the curves compare the bound on both splits.
+  curve_keys = ("elbo_bound", "loss")
 
   @property
   def decoder(self) -> str:
@@ -140,18 +143,27 @@ class VAE(Family):
                                            2.0 * log_scale[..., None])
     return jnp.sum(per_value.reshape(per_value.shape[0], -1), axis=1)
 
-  def elbo_parts(self, params, x, target, rng):
-    """One-sample reconstruction term log p(x | z) and analytic KL, each [b], nats."""
+  def elbo_parts(self, params, x, target, rng, per_example: bool = False):
+    """One-sample reconstruction term log p(x | z) and analytic KL, each [b], nats.
+
+    rng: one key, or with per_example [b] keys, one per example (evaluation).
+    """
     mean, log_var = self.encode(params, x)
-    z = mean + jnp.exp(0.5 * log_var) * jax.random.normal(rng, mean.shape)
+    if per_example:
+      noise = jax.vmap(lambda key: jax.random.normal(key, mean.shape[1:]))(rng)
+    else:
+      noise = jax.random.normal(rng, mean.shape)
+    z = mean + jnp.exp(0.5 * log_var) * noise
     return self.log_likelihood(self.decode(params, z), target), gaussian_kl(mean, log_var)
 
-  def iw_log_likelihood(self, params, x, target, rng, num_samples: int, chunk: int):
+  def iw_log_likelihood(self, params, x, target, keys, num_samples: int, chunk: int):
     """[b] importance-weighted bound on log p(x) with `num_samples` samples of q.
 
     log (1/K) sum_k p(x | z_k) p(z_k) / q(z_k | x); the samples are drawn
     `chunk` at a time in a lax.scan with a running logsumexp, so memory is
-    that of `chunk` decodes per example whatever K is.
+    that of `chunk` decodes per example whatever K is. keys: [b], one per
+    example; chunk c of example i draws from fold_in(keys[i], c), so the bound
+    of an example does not depend on the batch it is in.
     """
     if num_samples % chunk:
       raise ValueError(f"config.eval.iw_samples={num_samples} must be a multiple of "
@@ -161,8 +173,10 @@ class VAE(Family):
     tiled_target = jnp.broadcast_to(target, (chunk, *target.shape)).reshape(
         chunk * batch, *target.shape[1:])
 
-    def add_chunk(running, key):
-      z = mean + jnp.exp(0.5 * log_var) * jax.random.normal(key, (chunk, *mean.shape))
+    def add_chunk(running, index):
+      noise = jax.vmap(lambda key: jax.random.normal(jax.random.fold_in(key, index),
+                                                     (chunk, mean.shape[-1])))(keys)
+      z = mean + jnp.exp(0.5 * log_var) * jnp.swapaxes(noise, 0, 1)  # [chunk, b, latent]
       log_q = diagonal_normal_log_prob(z, mean, log_var)
       log_prior = diagonal_normal_log_prob(z, 0.0, jnp.zeros_like(log_var))
       out = self.decode(params, z.reshape(chunk * batch, -1))
@@ -170,8 +184,8 @@ class VAE(Family):
       log_weights = log_px + log_prior - log_q
       return jnp.logaddexp(running, jax.nn.logsumexp(log_weights, axis=0)), None
 
-    keys = jax.random.split(rng, num_samples // chunk)
-    total, _ = jax.lax.scan(add_chunk, jnp.full((batch,), -jnp.inf), keys)
+    total, _ = jax.lax.scan(add_chunk, jnp.full((batch,), -jnp.inf),
+                            jnp.arange(num_samples // chunk))
     return total - math.log(num_samples)
 
   # --- what the loop calls ----------------------------------------------------
@@ -204,15 +218,18 @@ class VAE(Family):
   def evaluate(self, params, batch, rng, final=False):
     x = self.prepare(batch, rng, train=False)
     target = self.targets(batch, x)
-    elbo_rng, iw_rng = jax.random.split(jax.random.fold_in(rng, 1))
-    reconstruction, kl = self.elbo_parts(params, x, target, elbo_rng)
+    # Noise per example id: the numbers do not depend on the batch size.
+    keys = example_keys(jax.random.fold_in(rng, 1), batch["uid"])
+    elbo_keys = jax.vmap(lambda key: jax.random.fold_in(key, 0))(keys)
+    iw_keys = jax.vmap(lambda key: jax.random.fold_in(key, 1))(keys)
+    reconstruction, kl = self.elbo_parts(params, x, target, elbo_keys, per_example=True)
     bound = self._to_report_units(kl - reconstruction)
     name = self._bound_name
     metrics = {"loss": bound, f"{name}_elbo_bound": bound, "kl_nats": kl,
                "reconstruction_nats": -reconstruction}
     samples = self.config.eval.iw_samples
     if final and samples:
-      log_px = self.iw_log_likelihood(params, x, target, iw_rng, samples,
+      log_px = self.iw_log_likelihood(params, x, target, iw_keys, samples,
                                       min(self.config.eval.iw_chunk, samples))
       metrics[f"{name}_iw{samples}_bound"] = self._to_report_units(-log_px)
     density = self.true_density()

@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 import math
 import os
+import shutil
+import time
 from typing import Any
 
 from absl import logging as absl_logging
@@ -13,6 +15,7 @@ import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
 
+from gen.errors import UserError
 from gen.train.state import all_finite
 
 
@@ -39,6 +42,10 @@ class _QuietOrbax(logging.Filter):
 
 class NonFiniteCheckpointError(FloatingPointError):
   pass
+
+
+class IncompatibleCheckpointError(UserError):
+  """A readable checkpoint whose arrays do not fit this run's train state."""
 
 
 # One compiled check of the whole state: op by op, each leaf shape would
@@ -86,7 +93,12 @@ class Checkpointer:
         best_mode=config.best_mode,
         create=True,
         enable_async_checkpointing=True)
-    self.manager = ocp.CheckpointManager(self.directory, options=options)
+    # The handler named up front: without it a fresh manager cannot describe a
+    # checkpoint (item_metadata) before its first save or restore.
+    self.manager = ocp.CheckpointManager(self.directory, options=options,
+                                         item_handlers=ocp.StandardCheckpointHandler())
+    # Checkpoints that could not be read and were moved aside (restore_latest).
+    self.set_aside: list[dict] = []
 
   def latest_step(self) -> int | None:
     return self.manager.latest_step()
@@ -116,6 +128,64 @@ class Checkpointer:
     step = self.manager.latest_step() if step is None else step
     abstract = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, target)
     return self.manager.restore(step, args=ocp.args.StandardRestore(abstract))
+
+  def restore_latest(self, target: Any) -> tuple[Any, int | None]:
+    """The newest checkpoint that reads, restored like `target`: (state, step),
+    or (target, None) when there is none.
+
+    A checkpoint that cannot be read (a crash mid-write on a filesystem
+    without atomic renames, a bad disk) is moved to
+    `<workdir>/checkpoints_damaged/`, never deleted, with a warning that says
+    why, and the one before it is tried. A readable checkpoint whose arrays
+    do not fit `target` is not damaged: that is an IncompatibleCheckpointError
+    naming the arrays.
+    """
+    for step in sorted(self.manager.all_steps(), reverse=True):
+      try:
+        differences = self._structure_differences(step, target)
+      except Exception:  # noqa: BLE001 - an unreadable description: the restore decides
+        differences = []
+      if differences:
+        raise IncompatibleCheckpointError(
+            f"checkpoint {os.path.join(self.directory, str(step))} does not fit this run's "
+            f"model or train state: {'; '.join(differences[:8])}"
+            f"{'; ...' if len(differences) > 8 else ''}. Start this config in a new "
+            f"--workdir")
+      try:
+        return self.restore(target, step), step
+      except Exception as error:  # noqa: BLE001 - damaged files, whatever orbax raises
+        self._set_aside(step, error)
+    return target, None
+
+  def _structure_differences(self, step: int, target: Any) -> list[str]:
+    stored = ocp.tree.to_flat_dict(self.manager.item_metadata(step).tree)
+    wanted = ocp.tree.to_flat_dict(ocp.tree.serialize_tree(target, keep_empty_nodes=True))
+    differences = []
+    for key in sorted(set(stored) | set(wanted), key=str):
+      name = "/".join(str(k) for k in key)
+      have, want = stored.get(key), wanted.get(key)
+      if have is None and want is not None:
+        differences.append(f"{name} is not in the checkpoint")
+      elif want is None and have is not None:
+        differences.append(f"{name} is in the checkpoint but not in this run's state")
+      elif have is not None and tuple(have.shape) != tuple(np.shape(want)):
+        differences.append(f"{name} has shape {tuple(have.shape)} in the checkpoint and "
+                           f"{tuple(np.shape(want))} here")
+    return differences
+
+  def _set_aside(self, step: int, error: Exception) -> None:
+    source = os.path.join(self.directory, str(step))
+    damaged = os.path.join(os.path.dirname(self.directory), "checkpoints_damaged")
+    os.makedirs(damaged, exist_ok=True)
+    target = os.path.join(damaged, f"{step}-{time.strftime('%Y%m%d-%H%M%S')}")
+    shutil.move(source, target)
+    self.manager.reload()
+    self.set_aside.append({"step": step, "moved_to": target,
+                           "error": f"{type(error).__name__}: {str(error)[:300]}"})
+    absl_logging.warning("checkpoint %s could not be read (%s: %s); moved to %s (kept, "
+                         "not deleted) and trying the one before it", source,
+                         type(error).__name__, str(error).splitlines()[0][:300] if str(error)
+                         else "", target)
 
   def describe_latest(self) -> str:
     step = self.manager.latest_step()

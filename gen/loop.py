@@ -1,10 +1,12 @@
-"""The one train/evaluate loop that every family runs through.
+"""The top of the program: the one train/evaluate loop that every family runs through.
 
     train_and_evaluate(config, workdir)
 
 trains `config.model.name` on `config.data.name`, evaluates on validation
 every `config.train.eval_every` steps and on test at the end, checkpoints
 with orbax, and resumes by itself from the newest checkpoint in `workdir`.
+It calls everything below it (families, data, evaluation, the compiled
+steps of gen.train); nothing below imports it.
 """
 
 from __future__ import annotations
@@ -18,7 +20,6 @@ import time
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from absl import logging
@@ -27,145 +28,45 @@ from gen import config as config_lib
 from gen import data as data_lib
 from gen import families
 from gen.evaluate import fidelity, plots
+from gen.families import classifier as classifier_lib
 from gen.train import checkpoint as checkpoint_lib
 from gen.train import metrics_io, sharding
-from gen.train.state import TrainState
+from gen.train import workdir as workdir_lib
+from gen.train.steps import (NonFiniteLossError, evaluate_split, init_state, make_eval_fn,
+                             make_train_fn)
+
+__all__ = ["train_and_evaluate", "NonFiniteLossError"]
 
 
-class NonFiniteLossError(FloatingPointError):
-  pass
-
-
-def make_train_fn(family, tx, mesh, unroll: int = 10):
-  """Compiled `k` train steps: (state, batches [k, b, ...]) -> (state, metrics [k]).
-
-  Up to `unroll` steps are laid out one after another in the program; more
-  run in a while loop (lax.scan) whose body holds `unroll` steps. XLA:CPU
-  runs convolutions inside a while loop about 2.5x slower
-  (experiments/benchmark.py), but compile time and memory grow with the
-  steps laid out. A single step never needs the loop.
-  """
-
-  def one_step(state, batch):
-    # The key of step s depends only on (seed, s): resume draws the same noise.
-    rng = jax.random.fold_in(state.rng, state.step)
-    return family.train_step(state, batch, rng, tx)
-
-  def run_steps(state: TrainState, batches: dict):
-    count = jax.tree_util.tree_leaves(batches)[0].shape[0]
-    if count == 1:
-      state, metrics = one_step(state, jax.tree_util.tree_map(lambda b: b[0], batches))
-      return state, jax.tree_util.tree_map(lambda m: m[None], metrics)
-    return jax.lax.scan(one_step, state, batches, unroll=True if count <= unroll else unroll)
-
-  replicated = sharding.replicated(mesh)
-  return jax.jit(run_steps, donate_argnums=0, out_shardings=(replicated, replicated))
-
-
-def init_state(family, tx, config: ml_collections.ConfigDict, mesh) -> TrainState:
-  """The step-0 train state of `config.seed`, replicated over `mesh`.
-
-  Built by one compiled call: run op by op, a model's initializers each
-  compile on their own (seconds for a U-Net), and the values are the same.
-  """
-  def make_state(seed_rng):
-    init_rng, state_rng = jax.random.split(seed_rng)
-    params = family.init_params(init_rng)
-    return TrainState(
-        step=jnp.array(0, jnp.int32), params=params,
-        opt_state=family.init_opt_state(tx, params), rng=state_rng,
-        # A copy: the step donates its state, and one buffer cannot be donated twice.
-        ema_params=(jax.tree_util.tree_map(jnp.copy, params) if config.train.ema_decay > 0
-                    else None))
-  return jax.jit(make_state, out_shardings=sharding.replicated(mesh))(
-      jax.random.PRNGKey(config.seed))
-
-
-def make_eval_fn(family, mesh, final: bool = False):
-  """Compiled (params, batch) -> sums over real rows of each metric, and counts.
-
-  final=True is the end-of-run test evaluation (see Family.evaluate).
-  """
-
-  def eval_batch(params, batch):
-    per_example = family.evaluate(params, batch, jax.random.PRNGKey(0), final=final)
-    mask = batch["mask"]
-    sums = {"count": jnp.sum(mask)}
-    for key, values in per_example.items():
-      finite = jnp.isfinite(values)
-      # Non-finite values are excluded from the mean but counted and reported.
-      sums[key] = jnp.sum(jnp.where(finite, values, 0.0) * mask)
-      sums[f"nonfinite/{key}"] = jnp.sum((~finite) * mask)
-    return sums
-
-  return jax.jit(eval_batch, out_shardings=sharding.replicated(mesh))
-
-
-def evaluate_split(eval_fn, params, dataset, split: str, batch_size: int, mesh) -> dict:
-  """Mean of each per-example metric over every example of `split`."""
-  totals: dict[str, float] = {}
-  for batch in dataset.eval_batches(split, batch_size):
-    sums = jax.device_get(eval_fn(params, sharding.put_batch(batch, mesh)))
-    for key, value in sums.items():
-      totals[key] = totals.get(key, 0.0) + float(value)
-  count = totals.pop("count")
-  metrics = {}
-  for key, value in totals.items():
-    if key.startswith("nonfinite/"):
-      if value:
-        metrics[key] = value
-        logging.warning("%s: %d of %d examples gave a non-finite %s; excluded from its "
-                        "mean", split, value, count, key.split("/", 1)[1])
-    else:
-      finite = count - totals.get(f"nonfinite/{key}", 0.0)
-      metrics[key] = value / finite if finite else float("nan")
-  return metrics
-
-
-class _Preemption:
-  """Turns SIGTERM into a flag the loop checks between steps."""
+class _Interruption:
+  """Turns SIGTERM and a first Ctrl-C (SIGINT) into a flag the loop checks
+  between steps: it then saves a checkpoint and stops cleanly. A second
+  Ctrl-C stops at once (KeyboardInterrupt), without saving."""
 
   def __init__(self):
-    self.requested = False
-    self._previous = None
+    self.requested: str | None = None
+    self._previous: dict = {}
 
   def __enter__(self):
     if threading.current_thread() is threading.main_thread():
-      self._previous = signal.signal(signal.SIGTERM, self._handle)
+      for signum in (signal.SIGTERM, signal.SIGINT):
+        self._previous[signum] = signal.signal(signum, self._handle)
     return self
 
   def _handle(self, signum, frame):
-    logging.warning("SIGTERM: saving a checkpoint, then stopping")
-    self.requested = True
+    name = signal.Signals(signum).name
+    if signum == signal.SIGINT and self.requested:
+      logging.warning("second Ctrl-C: stopping now, without saving")
+      signal.signal(signal.SIGINT, signal.default_int_handler)
+      raise KeyboardInterrupt
+    logging.warning("%s: saving a checkpoint after this step, then stopping%s", name,
+                    " (Ctrl-C again to stop at once, without saving)"
+                    if signum == signal.SIGINT else "")
+    self.requested = "Ctrl-C (SIGINT)" if signum == signal.SIGINT else name
 
   def __exit__(self, *exc):
-    if self._previous is not None:
-      signal.signal(signal.SIGTERM, self._previous)
-
-
-def _write_config(config, workdir: str) -> None:
-  path = os.path.join(workdir, "config.json")
-  new = json.loads(config.to_json_best_effort())
-  if os.path.exists(path):
-    with open(path) as file:
-      old = json.load(file)
-    changed = sorted(_diff(old, new))
-    if changed:
-      logging.warning("workdir %s was started with a different config; changed: %s",
-                      workdir, ", ".join(changed))
-  with open(path, "w") as file:
-    json.dump(new, file, indent=2, sort_keys=True)
-  with open(os.path.join(workdir, "config.txt"), "w") as file:
-    file.write(str(config))
-
-
-def _diff(old, new, prefix="config"):
-  for key in set(old) | set(new):
-    a, b = old.get(key), new.get(key)
-    if isinstance(a, dict) and isinstance(b, dict):
-      yield from _diff(a, b, f"{prefix}.{key}")
-    elif a != b:
-      yield f"{prefix}.{key}"
+    for signum, handler in self._previous.items():
+      signal.signal(signum, handler)
 
 
 def _save_pictures(visualize, params, dataset, config, workdir, step, mesh) -> None:
@@ -187,9 +88,52 @@ def _save_pictures(visualize, params, dataset, config, workdir, step, mesh) -> N
         plots.save_scatter(path, value, title=f"{name}, step {step}")
 
 
+def _sample_quality(family, params, dataset, config) -> dict:
+  """Sample-quality figures of the family's sampler in the dataset classifier's
+  features; {"skipped": why} when there is no classifier yet."""
+  if not config.eval.fid_samples or dataset.info.kind != "image":
+    return {}
+  sampler = family.sampler(params, dataset)
+  if sampler is None:
+    return {}
+  classifier, why = classifier_lib.find_classifier(config, dataset)
+  if classifier is None:
+    logging.info("sample quality not measured: %s", why)
+    return {"skipped": why}
+  sample_fn, sampler_params = sampler
+  return fidelity.sample_quality(sample_fn, sharding.single_device(sampler_params), dataset,
+                                 config, classifier, family.to_pixels)
+
+
 def _format_seconds(seconds: float) -> str:
+  if seconds < 60:
+    return f"{seconds:.1f} s"
   seconds = int(seconds)
   return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
+
+
+def _format_metrics(metrics: dict) -> str:
+  return " ".join(f"{k}={v:.5g}" for k, v in metrics.items())
+
+
+def _log_summary(workdir: str, config, family, num_params: int, results: dict,
+                 train_seconds: float, steps_run: int) -> None:
+  """What a person reads last: what was trained, the test numbers, where the files are."""
+  logging.info("done: %s (%s family, %s parameters) on %s, %d steps (%d this session, "
+               "%s); workdir %s", config.model.name, type(family).__name__.lower(),
+               f"{num_params:,}", config.data.name, results["step"], steps_run,
+               _format_seconds(train_seconds), workdir)
+  logging.info("test: %s", _format_metrics(results["test"]))
+  quality = results.get("sample_quality")
+  if quality and "fid" in quality:
+    logging.info("sample quality: FID %.4g (baseline %.4g), precision %.3f, recall %.3f",
+                 quality["fid"], quality["fid_val_vs_test"], quality["precision"],
+                 quality["recall"])
+  elif quality:
+    logging.info("sample quality: not measured (%s)", quality["skipped"])
+  pictures = sorted(f for f in os.listdir(workdir) if f.endswith(".png"))
+  logging.info("files: %s; pictures: %s; metrics.jsonl and tensorboard/ for the curves",
+               os.path.join(workdir, "results.json"), ", ".join(pictures) or "none")
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
@@ -199,12 +143,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   Args:
     config: a config derived from configs/default.py.
     workdir: where checkpoints, metrics, pictures and results go; a workdir
-      that holds checkpoints is resumed from the newest one.
+      that holds checkpoints is resumed from the newest one that reads.
     devices: devices of the data-parallel mesh (default: all).
   """
   config_lib.validate(config)
-  os.makedirs(workdir, exist_ok=True)
-  _write_config(config, workdir)
+  workdir = workdir_lib.prepare(workdir)
+  with workdir_lib.WorkdirLock(workdir):
+    return _train_and_evaluate(config, workdir, devices)
+
+
+def _train_and_evaluate(config, workdir: str, devices) -> dict[str, Any]:
   mesh = sharding.make_mesh(devices)
   sharding.check_divisible(config.train.batch_size, mesh, "config.train.batch_size")
   sharding.check_divisible(config.eval.batch_size, mesh, "config.eval.batch_size")
@@ -219,14 +167,19 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
 
   tx = family.make_optimizer()
   state = init_state(family, tx, config, mesh)
-  num_params = sum(x.size for x in jax.tree_util.tree_leaves(state.params))
+  num_params = family.num_params(state.params)
   logging.info("model %s (%s family): %d parameters", config.model.name,
                type(family).__name__, num_params)
 
   checkpoints = checkpoint_lib.Checkpointer(workdir, config.checkpoint)
+  new_config = json.loads(config.to_json_best_effort())
   if checkpoints.latest_step() is not None:
-    state = checkpoints.restore(state)
-    logging.info("resumed from %s", checkpoints.describe_latest())
+    # Before restoring: a changed model is an error that names the keys.
+    workdir_lib.check_resume(workdir_lib.read_config(workdir), new_config, workdir)
+    state, step = checkpoints.restore_latest(state)
+    if step is not None:
+      logging.info("resumed from %s", os.path.join(checkpoints.directory, str(step)))
+  _write_config(config, new_config, workdir)
   start_step = int(state.step)
   writer = metrics_io.MetricWriter(workdir, start_step)
 
@@ -242,19 +195,23 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
       host = dataset.train.stacked(step, per_call)
       yield step, sharding.put_batch(host, mesh, batch_dim=1)
 
+  def save_curves():
+    plots.save_loss_curves(workdir, *family.curve_keys)
+
   window: dict[str, list[float]] = {}
-  skipped = 0
   val_metrics: dict[str, float] = {}
   window_start, window_step = time.time(), start_step
-  stopped_early = False
-  with _Preemption() as preemption, contextlib.closing(writer):
+  train_seconds = 0.0
+  with _Interruption() as interruption, contextlib.closing(writer):
     for step, batch in data_lib.pipeline.prefetch(batches(), config.data.prefetch):
-      compile_start = time.time()
+      call_start = time.time()
+      skipped_before = int(state.skipped_updates)
       state, metrics = train_fn(state, batch)
       metrics = jax.device_get(metrics)
+      train_seconds += time.time() - call_start
       if step == start_step:
         logging.info("first call (compile + %d step(s)): %.1f s", per_call,
-                     time.time() - compile_start)
+                     time.time() - call_start)
         window_start = time.time()
         window_step = step + per_call
       new_step = step + per_call
@@ -268,15 +225,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
               f"applied and the run stopped. Last good checkpoint: "
               f"{checkpoints.describe_latest()}. Set config.train.skip_nonfinite=True "
               f"to skip such updates instead.")
-        skipped += int((~finite).sum())
-        logging.warning("step %d: non-finite loss or gradient; update skipped (%d so far)",
-                        bad_step, skipped)
+        logging.warning("step %d: non-finite loss or gradient; update skipped (%d in this "
+                        "run so far)", bad_step, skipped_before + int((~finite).sum()))
       for key, values in metrics.items():
         values = np.asarray(values, np.float64)[finite]
         window.setdefault(key, []).extend(values.tolist())
 
       if new_step % config.train.log_every == 0 or new_step == num_steps:
         means = {key: float(np.mean(v)) for key, v in window.items() if v}
+        skipped = int(state.skipped_updates)
         if skipped:
           means["skipped_updates"] = skipped
         writer.write(new_step, "train", means)
@@ -285,8 +242,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
         left = (num_steps - new_step) / rate if rate else 0.0
         logging.info("step %d/%d | %.1f steps/s | %.0f examples/s | left %s | %s",
                      new_step, num_steps, rate, rate * config.train.batch_size,
-                     _format_seconds(left),
-                     " ".join(f"{k}={v:.5g}" for k, v in means.items()))
+                     _format_seconds(left), _format_metrics(means))
         window = {}
         window_start, window_step = time.time(), new_step
 
@@ -295,26 +251,25 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
         val_metrics = evaluate_split(eval_fn, state.eval_params(), dataset, "val",
                                      config.eval.batch_size, mesh)
         writer.write(new_step, "val", val_metrics)
-        logging.info("step %d val: %s", new_step,
-                     " ".join(f"{k}={v:.5g}" for k, v in val_metrics.items()))
+        logging.info("step %d val: %s", new_step, _format_metrics(val_metrics))
         _save_pictures(visualize, state.eval_params(), dataset, config, workdir, new_step,
                        mesh)
-        plots.save_loss_curves(workdir)
+        save_curves()
         evaluated_now = True
 
       if (new_step % config.checkpoint.every_steps == 0 or new_step == num_steps
-          or preemption.requested):
+          or interruption.requested):
         ranked = {f"val/{k}": v for k, v in val_metrics.items()} if evaluated_now else None
         checkpoints.save(new_step, state, ranked)
-      if preemption.requested:
-        stopped_early = True
+      if interruption.requested:
         break
 
     checkpoints.wait()
-    if stopped_early:
+    if interruption.requested:
       checkpoints.close()
-      logging.warning("stopped at step %d on SIGTERM; checkpoint %s", int(state.step),
-                      checkpoints.describe_latest())
+      logging.warning("stopped at step %d on %s; checkpoint saved in %s. Run the same "
+                      "command again to resume from it", int(state.step),
+                      interruption.requested, checkpoints.describe_latest())
       return {"step": int(state.step), "preempted": True}
 
     final_step = int(state.step)
@@ -324,18 +279,28 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     test_metrics = evaluate_split(final_eval_fn, state.eval_params(),
                                   dataset, "test", config.eval.batch_size, mesh)
     writer.write(final_step, "test", test_metrics)
-    logging.info("test: %s", " ".join(f"{k}={v:.5g}" for k, v in test_metrics.items()))
+    logging.info("test: %s", _format_metrics(test_metrics))
     report = family.report(state.eval_params(), dataset, mesh, workdir, final_step)
-    quality = fidelity.family_sample_quality(family, state.eval_params(), dataset, config)
+    quality = _sample_quality(family, state.eval_params(), dataset, config)
     if quality:
       report["sample_quality"] = quality
-    if report:
-      logging.info("report: %s", json.dumps(report))
-  plots.save_loss_curves(workdir)
+  save_curves()
   results = {"step": final_step, "val": val_metrics, "test": test_metrics,
-             "skipped_updates": skipped, "best_checkpoint_step": checkpoints.best_step(),
+             "skipped_updates": int(state.skipped_updates),
+             "best_checkpoint_step": checkpoints.best_step(),
              "num_params": int(num_params), "devices": mesh.size, **report}
+  if checkpoints.set_aside:
+    results["damaged_checkpoints_set_aside"] = checkpoints.set_aside
   checkpoints.close()
   with open(os.path.join(workdir, "results.json"), "w") as file:
     json.dump(results, file, indent=2)
+  _log_summary(workdir, config, family, num_params, results, train_seconds,
+               final_step - start_step)
   return results
+
+
+def _write_config(config, as_dict: dict, workdir: str) -> None:
+  with open(os.path.join(workdir, "config.json"), "w") as file:
+    json.dump(as_dict, file, indent=2, sort_keys=True)
+  with open(os.path.join(workdir, "config.txt"), "w") as file:
+    file.write(str(config))
