@@ -44,6 +44,9 @@ _HEARTBEAT = flags.DEFINE_integer(
     "dead and stop with an error, instead of waiting for it in a collective forever.")
 
 
+_SHUTDOWN_SECONDS = 4 * 3600
+
+
 def _explicit() -> bool:
   given = [_COORDINATOR.value is not None, _NUM_PROCESSES.value is not None,
            _PROCESS_ID.value is not None]
@@ -73,9 +76,14 @@ def initialize_distributed() -> None:
                       f"--num_processes - 1 = {_NUM_PROCESSES.value - 1}")
     kwargs = dict(coordinator_address=_COORDINATOR.value,
                   num_processes=_NUM_PROCESSES.value, process_id=_PROCESS_ID.value)
-  # Both jax 0.10 and 0.11 take it; checked, so an older one still starts.
-  if "heartbeat_timeout_seconds" in inspect.signature(jax.distributed.initialize).parameters:
+  # jax 0.10 and 0.11 take both; checked, so that another version still starts.
+  accepted = inspect.signature(jax.distributed.initialize).parameters
+  if "heartbeat_timeout_seconds" in accepted:
     kwargs["heartbeat_timeout_seconds"] = _HEARTBEAT.value
+  if "shutdown_timeout_seconds" in accepted:
+    # At exit every process waits for the others; process 0 still draws
+    # samples and computes sample quality then, which can take many minutes.
+    kwargs["shutdown_timeout_seconds"] = _SHUTDOWN_SECONDS
   # CPU processes need a collectives backend to talk to each other; GPUs and
   # TPUs have their own and ignore this.
   jax.config.update("jax_cpu_collectives_implementation", "gloo")

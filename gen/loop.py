@@ -69,16 +69,31 @@ class _Interruption:
       signal.signal(signum, handler)
 
 
-def _save_pictures(visualize, params, dataset, config, workdir, step, mesh) -> None:
+class _NoWriter:
+  """What processes other than 0 write metrics with: nothing."""
+
+  def write(self, *args):
+    pass
+
+  def close(self):
+    pass
+
+
+def _save_pictures(visualize, params, dataset, config, workdir, step, mesh,
+                   write: bool) -> None:
+  """Every process computes the pictures (one sharded program); `write` saves them."""
   if not config.eval.num_images:
     return
   count = config.eval.num_images
   # Enough rows for the grid, rounded to the device count so the batch splits.
   size = -(-count // mesh.size) * mesh.size
-  batch = next(dataset.eval_batches("val", size))
+  batch = next(dataset.eval_batches("val", size, sharding.process_rows(mesh, size)))
   pictures = visualize(params, sharding.put_batch(batch, mesh), jax.random.PRNGKey(step))
+  pictures = sharding.to_host(pictures)
+  if not write:
+    return
   os.makedirs(os.path.join(workdir, "images"), exist_ok=True)
-  for name, value in jax.device_get(pictures).items():
+  for name, value in pictures.items():
     value = np.asarray(value)
     for path in (os.path.join(workdir, f"{name}.png"),
                  os.path.join(workdir, "images", f"{name}_{step:07d}.png")):
@@ -148,11 +163,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   """
   config_lib.validate(config)
   workdir = workdir_lib.prepare(workdir)
-  with workdir_lib.WorkdirLock(workdir):
+  # Process 0 holds the lock for the job; the others write nothing of their own.
+  lock = workdir_lib.WorkdirLock(workdir) if jax.process_index() == 0 else contextlib.nullcontext()
+  with lock:
     return _train_and_evaluate(config, workdir, devices)
 
 
 def _train_and_evaluate(config, workdir: str, devices) -> dict[str, Any]:
+  # With several processes all compute; process 0 alone writes files and reports.
+  main = jax.process_index() == 0
   mesh = sharding.make_mesh(devices)
   sharding.check_divisible(config.train.batch_size, mesh, "config.train.batch_size")
   sharding.check_divisible(config.eval.batch_size, mesh, "config.eval.batch_size")
@@ -179,24 +198,28 @@ def _train_and_evaluate(config, workdir: str, devices) -> dict[str, Any]:
     state, step = checkpoints.restore_latest(state)
     if step is not None:
       logging.info("resumed from %s", os.path.join(checkpoints.directory, str(step)))
-  _write_config(config, new_config, workdir)
+  if main:
+    _write_config(config, new_config, workdir)
   start_step = int(state.step)
-  writer = metrics_io.MetricWriter(workdir, start_step)
+  writer = metrics_io.MetricWriter(workdir, start_step) if main else _NoWriter()
 
   train_fn = make_train_fn(family, tx, mesh, config.train.unroll_steps)
   eval_fn = make_eval_fn(family, mesh)
   # One compiled program each, however many evaluations there are.
   final_eval_fn = make_eval_fn(family, mesh, final=True) if family.final_eval_differs else eval_fn
-  visualize = jax.jit(family.visualize)
+  visualize = jax.jit(family.visualize, out_shardings=sharding.replicated(mesh))
   num_steps, per_call = config.train.num_steps, config.train.steps_per_call
+  # The rows of each global batch that this process reads (all, with one).
+  part = sharding.process_rows(mesh, config.train.batch_size)
 
   def batches():
     for step in range(start_step, num_steps, per_call):
-      host = dataset.train.stacked(step, per_call)
+      host = dataset.train.stacked(step, per_call, part)
       yield step, sharding.put_batch(host, mesh, batch_dim=1)
 
   def save_curves():
-    plots.save_loss_curves(workdir, *family.curve_keys)
+    if main:
+      plots.save_loss_curves(workdir, *family.curve_keys)
 
   window: dict[str, list[float]] = {}
   val_metrics: dict[str, float] = {}
@@ -207,7 +230,7 @@ def _train_and_evaluate(config, workdir: str, devices) -> dict[str, Any]:
       call_start = time.time()
       skipped_before = int(state.skipped_updates)
       state, metrics = train_fn(state, batch)
-      metrics = jax.device_get(metrics)
+      metrics = sharding.to_host(metrics)
       train_seconds += time.time() - call_start
       if step == start_step:
         logging.info("first call (compile + %d step(s)): %.1f s", per_call,
@@ -253,7 +276,7 @@ def _train_and_evaluate(config, workdir: str, devices) -> dict[str, Any]:
         writer.write(new_step, "val", val_metrics)
         logging.info("step %d val: %s", new_step, _format_metrics(val_metrics))
         _save_pictures(visualize, state.eval_params(), dataset, config, workdir, new_step,
-                       mesh)
+                       mesh, write=main)
         save_curves()
         evaluated_now = True
 
@@ -280,22 +303,29 @@ def _train_and_evaluate(config, workdir: str, devices) -> dict[str, Any]:
                                   dataset, "test", config.eval.batch_size, mesh)
     writer.write(final_step, "test", test_metrics)
     logging.info("test: %s", _format_metrics(test_metrics))
-    report = family.report(state.eval_params(), dataset, mesh, workdir, final_step)
-    quality = _sample_quality(family, state.eval_params(), dataset, config)
-    if quality:
-      report["sample_quality"] = quality
+    report = {}
+    if main:
+      # Samples, pictures and sample quality: process 0 alone, on its own
+      # devices, from its copy of the (replicated) parameters.
+      params = sharding.to_host(state.eval_params())
+      report = family.report(params, dataset, sharding.local_mesh(), workdir, final_step)
+      quality = _sample_quality(family, params, dataset, config)
+      if quality:
+        report["sample_quality"] = quality
   save_curves()
   results = {"step": final_step, "val": val_metrics, "test": test_metrics,
              "skipped_updates": int(state.skipped_updates),
              "best_checkpoint_step": checkpoints.best_step(),
-             "num_params": int(num_params), "devices": mesh.size, **report}
+             "num_params": int(num_params), "devices": mesh.size,
+             "processes": jax.process_count(), **report}
   if checkpoints.set_aside:
     results["damaged_checkpoints_set_aside"] = checkpoints.set_aside
   checkpoints.close()
-  with open(os.path.join(workdir, "results.json"), "w") as file:
-    json.dump(results, file, indent=2)
-  _log_summary(workdir, config, family, num_params, results, train_seconds,
-               final_step - start_step)
+  if main:
+    with open(os.path.join(workdir, "results.json"), "w") as file:
+      json.dump(results, file, indent=2)
+    _log_summary(workdir, config, family, num_params, results, train_seconds,
+                 final_step - start_step)
   return results
 
 

@@ -33,12 +33,19 @@ def run_main(config_file: str, workdir: str, *overrides: str, timeout: float = 3
 
 
 def checkpoint_leaves(workdir) -> list:
-  """Arrays of the newest checkpoint in `workdir`, as numpy, read without a target."""
+  """Arrays of the newest checkpoint in `workdir`, as numpy, read onto this
+  process's first device (whatever devices and processes saved it)."""
   import jax
   import numpy as np
   import orbax.checkpoint as ocp
-  manager = ocp.CheckpointManager(os.path.join(workdir, "checkpoints"))
-  restored = manager.restore(manager.latest_step(), args=ocp.args.StandardRestore())
+  manager = ocp.CheckpointManager(os.path.join(workdir, "checkpoints"),
+                                  item_handlers=ocp.StandardCheckpointHandler())
+  step = manager.latest_step()
+  device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+  abstract = jax.tree_util.tree_map(
+      lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device),
+      manager.item_metadata(step).tree)
+  restored = manager.restore(step, args=ocp.args.StandardRestore(abstract))
   manager.close()
   return [np.asarray(leaf) for leaf in jax.tree_util.tree_leaves(restored)]
 

@@ -27,14 +27,16 @@ class Dataset:
   val_rows: np.ndarray
   test_rows: np.ndarray
 
-  def eval_batches(self, split: str, batch_size: int) -> Iterator[dict[str, np.ndarray]]:
+  def eval_batches(self, split: str, batch_size: int,
+                   part: slice = slice(None)) -> Iterator[dict[str, np.ndarray]]:
+    """Batches of every example of `split`; `part` picks this process's rows."""
     if split == "val":
       return pipeline.eval_batches(self.train_source, self.val_rows, self.val_rows,
-                                   batch_size)
+                                   batch_size, part)
     if split == "test":
       offset = len(self.train_source)
       return pipeline.eval_batches(self.test_source, self.test_rows,
-                                   self.test_rows + offset, batch_size)
+                                   self.test_rows + offset, batch_size, part)
     raise ValueError(f"unknown split {split!r}; valid: val, test")
 
   def num_examples(self, split: str) -> int:

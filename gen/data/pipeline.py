@@ -43,40 +43,47 @@ class TrainBatches:
       self._epoch = epoch
     return self._order
 
-  def batch_at(self, step: int) -> dict[str, np.ndarray]:
-    """The batch of train step `step`: {"x", "label", "uid"}, leading dim batch_size."""
+  def batch_at(self, step: int, part: slice = slice(None)) -> dict[str, np.ndarray]:
+    """The batch of train step `step`: {"x", "label", "uid"}, leading dim batch_size.
+
+    `part` picks rows of that batch (one process's share of the global
+    batch); only those are read from the source.
+    """
     epoch, position = divmod(step, self.steps_per_epoch)
     order = self._order_for(epoch)
     picked = order[position * self.batch_size:(position + 1) * self.batch_size]
     # Sorted reads are faster for on-disk sources; the order inside a batch
     # does not matter to a mean loss, but keep it fixed for determinism.
-    picked = np.sort(picked)
+    picked = np.sort(picked)[part]
     batch = self.source.take(self.rows[picked])
     batch["uid"] = self.uids[picked].astype(np.int32)
     return batch
 
-  def stacked(self, first_step: int, count: int) -> dict[str, np.ndarray]:
+  def stacked(self, first_step: int, count: int,
+              part: slice = slice(None)) -> dict[str, np.ndarray]:
     """Batches of steps first_step .. first_step + count - 1, stacked: [count, batch, ...]."""
-    batches = [self.batch_at(first_step + i) for i in range(count)]
+    batches = [self.batch_at(first_step + i, part) for i in range(count)]
     return {key: np.stack([b[key] for b in batches]) for key in batches[0]}
 
 
-def eval_batches(source: Source, rows: np.ndarray, uids: np.ndarray,
-                 batch_size: int) -> Iterator[dict[str, np.ndarray]]:
+def eval_batches(source: Source, rows: np.ndarray, uids: np.ndarray, batch_size: int,
+                 part: slice = slice(None)) -> Iterator[dict[str, np.ndarray]]:
   """Every row once, in order; the last batch is padded and `mask` marks real rows.
 
   Yields {"x", "label", "uid", "mask" ([batch] float32, 1 for real rows)}.
   Padding keeps one compiled shape and keeps every example in the average.
+  `part` picks this process's rows of each batch (see TrainBatches.batch_at).
   """
   for start in range(0, len(rows), batch_size):
     chunk = np.arange(start, min(start + batch_size, len(rows)))
     real = len(chunk)
     if real < batch_size:
       chunk = np.concatenate([chunk, np.full(batch_size - real, chunk[-1])])
-    batch = source.take(rows[chunk])
-    batch["uid"] = uids[chunk].astype(np.int32)
     mask = np.zeros(batch_size, np.float32)
     mask[:real] = 1.0
+    chunk, mask = chunk[part], mask[part]
+    batch = source.take(rows[chunk])
+    batch["uid"] = uids[chunk].astype(np.int32)
     batch["mask"] = mask
     yield batch
 

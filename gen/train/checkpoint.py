@@ -12,6 +12,7 @@ from typing import Any
 from absl import logging as absl_logging
 import jax
 import ml_collections
+from jax.experimental import multihost_utils
 import numpy as np
 import orbax.checkpoint as ocp
 
@@ -176,9 +177,12 @@ class Checkpointer:
   def _set_aside(self, step: int, error: Exception) -> None:
     source = os.path.join(self.directory, str(step))
     damaged = os.path.join(os.path.dirname(self.directory), "checkpoints_damaged")
-    os.makedirs(damaged, exist_ok=True)
     target = os.path.join(damaged, f"{step}-{time.strftime('%Y%m%d-%H%M%S')}")
-    shutil.move(source, target)
+    if jax.process_index() == 0:  # one process moves it; every process failed to read it
+      os.makedirs(damaged, exist_ok=True)
+      shutil.move(source, target)
+    if jax.process_count() > 1:
+      multihost_utils.sync_global_devices(f"gen: checkpoint {step} set aside")
     self.manager.reload()
     self.set_aside.append({"step": step, "moved_to": target,
                            "error": f"{type(error).__name__}: {str(error)[:300]}"})

@@ -95,8 +95,9 @@ def evaluate_split(eval_fn, params, dataset, split: str, batch_size: int, mesh) 
   `nonfinite/<metric>` says how many examples did, when any did.
   """
   totals: dict[str, float] = {}
-  for batch in dataset.eval_batches(split, batch_size):
-    sums = jax.device_get(eval_fn(params, sharding.put_batch(batch, mesh)))
+  part = sharding.process_rows(mesh, batch_size)
+  for batch in dataset.eval_batches(split, batch_size, part):
+    sums = sharding.to_host(eval_fn(params, sharding.put_batch(batch, mesh)))
     for key, value in sums.items():
       totals[key] = totals.get(key, 0.0) + float(value)
   count = totals.pop("count")

@@ -54,7 +54,7 @@ def prepare(workdir: str) -> str:
   path = os.path.abspath(workdir)
   try:
     os.makedirs(path, exist_ok=True)
-    probe = os.path.join(path, f".write-test-{os.getpid()}")
+    probe = os.path.join(path, f".write-test-{socket.gethostname()}-{os.getpid()}")
     with open(probe, "w") as file:
       file.write("ok")
     os.remove(probe)
