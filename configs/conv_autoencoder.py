@@ -21,8 +21,8 @@ def get_config():
   config.model.output_activation = "sigmoid"
   config.model.loss = "binary_crossentropy"
   # phases | subpixel | dilated: same parameters and outputs, different speed
-  # (gen.models.layers.ConvTranspose; dilated is flax's own layer).
-  config.model.conv_transpose_impl = "phases"
-  # 10 steps per compiled call run the CPU step ~35% faster (README, Benchmark).
-  config.train.steps_per_call = 10
+  # (gen.models.layers.ConvTranspose; dilated is flax's own layer). "auto":
+  # phases on CPU, dilated on GPU/TPU (gen/platform.py). steps_per_call stays
+  # "auto": 10 steps per compiled call on CPU, ~35% faster (README, Benchmark).
+  config.model.conv_transpose_impl = "auto"
   return config

@@ -20,7 +20,7 @@ def get_config(variant: str = ""):
   config.model.channels = (32, 64)
   config.model.hidden_size = 256
   del config.model.hidden_sizes
-  config.model.conv_transpose_impl = "phases"
+  config.model.conv_transpose_impl = "auto"  # gen/platform.py
   # Decoding K=1000 samples of a 1000-image batch at once would need ~40 GB
   # of activations; 100 images x 25 samples is ~0.3 GB.
   config.eval.batch_size = 100

@@ -51,11 +51,19 @@ def get_config() -> ml_collections.ConfigDict:
   config.train.log_every = 100
   # Train steps run inside one compiled call (lax.scan): fewer dispatches.
   # num_steps, eval_every, log_every and checkpoint.every_steps must be multiples.
-  config.train.steps_per_call = 1
+  # "auto": what was measured fastest for this model on this backend
+  # (gen/platform.py; the run logs the value and the measurement).
+  config.train.steps_per_call = _integer_or_auto()
   # Up to this many of those steps are laid out one after another instead of in
-  # a while loop: XLA:CPU runs convolutions in a loop ~2.5x slower, but compile
+  # a while loop: XLA:CPU runs convolutions in a loop ~3x slower, but compile
   # time and memory grow with it. 1 = always a loop (when steps_per_call > 1).
-  config.train.unroll_steps = 10
+  # "auto": 10 on CPU, 1 (a rolled loop) on GPU and TPU.
+  config.train.unroll_steps = _integer_or_auto()
+  # The dtype the networks compute in: float32 | bfloat16. Parameters and
+  # optimizer state stay float32; normalization statistics, attention
+  # softmax, losses, log-determinants, log-likelihoods and bits/dim are
+  # float32 in both (README, "Mixed precision").
+  config.train.compute_dtype = "float32"
   # 0 disables the exponential moving average of parameters.
   config.train.ema_decay = 0.0
   # On a non-finite loss or gradient: False stops the run, True skips the update.
@@ -116,6 +124,11 @@ def get_config() -> ml_collections.ConfigDict:
   config.checkpoint.best_metric = "val/loss"
   config.checkpoint.best_mode = "min"  # min | max
   return config
+
+
+def _integer_or_auto():
+  """A field that holds "auto" or an integer (a plain "auto" would type it str)."""
+  return ml_collections.FieldReference("auto", field_type=object)
 
 
 def use_quick_digits(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:

@@ -30,6 +30,7 @@ def get_config(variant: str = ""):
   config.model.discriminator_channels = (64, 128)
   config.model.generator_norm = "batch"
   config.model.spectral_norm_iterations = 0
+  config.model.conv_transpose_impl = "auto"  # gen/platform.py
   config.model.loss = "non_saturating"
   config.model.disc_steps = 1
   config.model.r1_weight = 0.0
@@ -53,7 +54,7 @@ def get_config(variant: str = ""):
     config.data.toy2d.noise = 0.05
     config.model.name = "mlp_gan"
     del config.model.generator_channels, config.model.discriminator_channels
-    del config.model.generator_norm
+    del config.model.generator_norm, config.model.conv_transpose_impl
     config.model.latent_dim = 2
     config.model.hidden_sizes = (128, 128, 128)
     config.model.activation = "relu"

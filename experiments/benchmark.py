@@ -124,10 +124,10 @@ def _run_jax(model: str, settings: dict) -> dict:
   import jax
 
   from gen import data as data_lib
-  from gen import families
+  from gen import families, platform
   from gen.train import sharding, steps as loop
 
-  config = _config(model)
+  config, _ = platform.resolve(_config(model))
   per_call = settings.get("steps_per_call", 1)
   config.train.steps_per_call = per_call
   config.train.unroll_steps = settings.get("unroll_steps", config.train.unroll_steps)

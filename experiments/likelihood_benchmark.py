@@ -32,7 +32,7 @@ import jax  # noqa: E402
 from absl import app, flags  # noqa: E402
 
 from gen import data as data_lib  # noqa: E402
-from gen import families  # noqa: E402
+from gen import families, platform  # noqa: E402
 from gen.train import sharding, steps  # noqa: E402
 
 _CONFIGS = flags.DEFINE_list("configs", ["configs/realnvp.py", "configs/vae.py",
@@ -53,7 +53,7 @@ def _load_config(spec: str):
   spec, *settings = spec.split("@")
   path, _, variant = spec.partition(":")
   module = importlib.import_module(path.removesuffix(".py").replace(os.sep, "."))
-  config = module.get_config(variant)
+  config, _ = platform.resolve(module.get_config(variant))
   for setting in settings:
     key, _, value = setting.partition("=")
     *parents, leaf = key.split(".")

@@ -39,11 +39,13 @@ def validate(config: ml_collections.ConfigDict) -> None:
 
   train, data, opt, ckpt = config.train, config.data, config.optimizer, config.checkpoint
   for key in ("train.batch_size", "train.num_steps", "train.eval_every", "train.log_every",
-              "train.steps_per_call", "train.unroll_steps", "eval.batch_size",
-              "checkpoint.every_steps",
-              "checkpoint.keep"):
+              "eval.batch_size", "checkpoint.every_steps", "checkpoint.keep"):
     need(isinstance(_get(config, key), int) and _get(config, key) > 0, key,
          "must be a positive integer")
+  for key in ("train.steps_per_call", "train.unroll_steps"):
+    value = _get(config, key)
+    need(value == "auto" or (isinstance(value, int) and value > 0), key,
+         "must be a positive integer or 'auto'")
   need(isinstance(config.eval.num_images, int) and config.eval.num_images >= 0,
        "eval.num_images", "must be >= 0")
   need(isinstance(config.eval.iw_samples, int) and config.eval.iw_samples >= 0,
@@ -57,8 +59,10 @@ def validate(config: ml_collections.ConfigDict) -> None:
        and all(isinstance(t, (int, float)) and t > 0 for t in config.eval.temperatures),
        "eval.temperatures", "must be a non-empty list of numbers > 0")
   need(isinstance(train.skip_nonfinite, bool), "train.skip_nonfinite", "must be True or False")
+  need(train.compute_dtype in ("float32", "bfloat16"), "train.compute_dtype",
+       "valid: float32, bfloat16")
   need(0.0 <= train.ema_decay < 1.0, "train.ema_decay", "must be in [0, 1); 0 disables EMA")
-  if not problems:
+  if not problems and isinstance(train.steps_per_call, int):
     for key in ("train.num_steps", "train.eval_every", "train.log_every",
                 "checkpoint.every_steps"):
       need(_get(config, key) % train.steps_per_call == 0, key,

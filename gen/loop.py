@@ -26,7 +26,7 @@ from absl import logging
 
 from gen import config as config_lib
 from gen import data as data_lib
-from gen import families
+from gen import families, platform
 from gen.evaluate import fidelity, plots
 from gen.families import classifier as classifier_lib
 from gen.train import checkpoint as checkpoint_lib
@@ -161,12 +161,20 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
       that holds checkpoints is resumed from the newest one that reads.
     devices: devices of the data-parallel mesh (default: all).
   """
+  config, chosen = platform.resolve(config)
   config_lib.validate(config)
+  for key, choice in chosen.items():
+    logging.info("config.%s=auto -> %r (%s)", key, choice["value"], choice["why"])
   workdir = workdir_lib.prepare(workdir)
   # Process 0 holds the lock for the job; the others write nothing of their own.
   lock = workdir_lib.WorkdirLock(workdir) if jax.process_index() == 0 else contextlib.nullcontext()
   with lock:
-    return _train_and_evaluate(config, workdir, devices)
+    results = _train_and_evaluate(config, workdir, devices)
+  if chosen and "test" in results and jax.process_index() == 0:
+    results["auto_settings"] = chosen
+    with open(os.path.join(workdir, "results.json"), "w") as file:
+      json.dump(results, file, indent=2)
+  return results
 
 
 def _train_and_evaluate(config, workdir: str, devices) -> dict[str, Any]:

@@ -19,7 +19,7 @@ def test_encode_decode_shapes(make_config, bottleneck):
   config = make_config()
   config.model.bottleneck = bottleneck
   family = families.make(config, FASHION)
-  params = family.init_params(jax.random.PRNGKey(0))
+  params = jax.jit(family.init_params)(jax.random.PRNGKey(0))
   x = jax.random.uniform(jax.random.PRNGKey(1), (5, 28, 28, 1))
   code = family.encode(params, x)
   assert code.shape == (5, bottleneck)
@@ -30,7 +30,7 @@ def test_encode_decode_shapes(make_config, bottleneck):
 
 def test_dense_autoencoder_has_the_course_size():
   family = families.make(autoencoder.get_config(), FASHION)
-  params = family.init_params(jax.random.PRNGKey(0))
+  params = jax.jit(family.init_params)(jax.random.PRNGKey(0))
   count = sum(x.size for x in jax.tree_util.tree_leaves(params))
   # 784*128+128 + 128*64+64 + 64*128+128 + 128*784+784: "about 200K parameters".
   assert count == 784 * 128 + 128 + 128 * 64 + 64 + 64 * 128 + 128 + 128 * 784 + 784
@@ -41,21 +41,21 @@ def test_conv_autoencoder_rejects_sizes_it_cannot_halve():
   config.model.features = (8, 8, 8)  # 28 is not divisible by 8
   family = families.make(config, FASHION)
   with pytest.raises(ValueError, match=r"config.model.features=\(8, 8, 8\).*divisible by 8"):
-    family.init_params(jax.random.PRNGKey(0))
+    jax.jit(family.init_params)(jax.random.PRNGKey(0))
 
 
 def test_conv_transpose_form_is_a_checked_setting():
   config = conv_autoencoder.get_config()
   config.model.conv_transpose_impl = "dilated"
-  dilated = families.make(config, FASHION).init_params(jax.random.PRNGKey(0))
+  dilated = jax.jit(families.make(config, FASHION).init_params)(jax.random.PRNGKey(0))
   config.model.conv_transpose_impl = "phases"
-  phases = families.make(config, FASHION).init_params(jax.random.PRNGKey(0))
+  phases = jax.jit(families.make(config, FASHION).init_params)(jax.random.PRNGKey(0))
   # The forms share parameters, so a checkpoint of one loads into the other.
   assert jax.tree_util.tree_structure(dilated) == jax.tree_util.tree_structure(phases)
   config.model.conv_transpose_impl = "fft"
   family = families.make(config, FASHION)
   with pytest.raises(ValueError, match=r"config.model.conv_transpose_impl='fft'.*phases"):
-    family.init_params(jax.random.PRNGKey(0))
+    jax.jit(family.init_params)(jax.random.PRNGKey(0))
 
 
 @pytest.mark.parametrize("make_config,model_overrides", [

@@ -14,7 +14,7 @@ from gen.data import SourceInfo
 from gen.families import ddpm
 from gen.families.ddpm import DDPM
 from gen.models.unet import UNet, padding
-from tests.helpers import check_stop_and_resume
+from tests.helpers import check_bfloat16_run, check_stop_and_resume
 
 # Standard errors allowed between a sample statistic and its exact value. The
 # seeds are fixed, so each test is deterministic; 4.5 keeps the chance that a
@@ -326,6 +326,8 @@ def test_untrained_model_loss_is_one_and_evaluation_is_per_example():
 def test_trains_reports_and_resumes_exactly_with_ema(tmp_path):
   results = check_stop_and_resume("configs/ddpm.py:digits", tmp_path,
                                   ["--config.train.ema_decay=0.9"])
+  check_bfloat16_run("configs/ddpm.py:digits", tmp_path, ["--config.train.ema_decay=0.9"],
+                     results)
   assert np.isfinite(results["test"]["loss"]), results["test"]
   entry = results["samples"]["T=1"]
   assert entry["nonfinite"] == 0 and (tmp_path / "straight" / entry["file"]).exists()

@@ -105,7 +105,7 @@ def test_samples_map_back_to_the_pixels_they_came_from(name):
 def _params_off_init(family):
   """Initial parameters moved by a seeded random amount: zero-initialized
   output layers would make every metric trivially batch-independent."""
-  params = family.init_params(jax.random.PRNGKey(0))
+  params = jax.jit(family.init_params)(jax.random.PRNGKey(0))
   leaves, tree = jax.tree_util.tree_flatten(params)
   keys = jax.random.split(jax.random.PRNGKey(1), len(leaves))
   leaves = [leaf + 0.05 * jax.random.normal(key, leaf.shape, leaf.dtype)

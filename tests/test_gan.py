@@ -10,7 +10,7 @@ from gen import families
 from gen.data import SourceInfo
 from gen.families import gan
 from gen.train import sharding, steps
-from tests.helpers import check_stop_and_resume
+from tests.helpers import check_bfloat16_run, check_stop_and_resume
 
 _DIGITS = SourceInfo("digits", (8, 8, 1), "image", 10)
 _POINTS = SourceInfo("toy2d/ring8", (2,), "vector")
@@ -33,7 +33,7 @@ def _changed(before, after) -> list[bool]:
 
 def test_each_phase_changes_only_its_own_player():
   family = _family()
-  params = family.init_params(jax.random.PRNGKey(0))
+  params = jax.jit(family.init_params)(jax.random.PRNGKey(0))
   tx = family.make_optimizer()
   opt_state = family.init_opt_state(tx, params)
   real = jax.random.uniform(jax.random.PRNGKey(1), (16, 8, 8, 1), minval=-1, maxval=1)
@@ -67,7 +67,7 @@ def test_generator_phase_leaves_the_discriminator_alone():
   """generator_phase's gradients are with respect to the generator only: a
   discriminator loss term cannot leak into them."""
   family = _family()
-  params = family.init_params(jax.random.PRNGKey(0))
+  params = jax.jit(family.init_params)(jax.random.PRNGKey(0))
   tx = family.make_optimizer()
   opt_state = family.init_opt_state(tx, params)
   _, _, _, grads = family.generator_phase(params, opt_state, jax.random.PRNGKey(1), 8, tx)
@@ -100,7 +100,7 @@ def test_minimax_generator_loss_saturates_and_non_saturating_does_not():
 
 def test_r1_penalty_of_a_linear_discriminator_is_its_squared_weight_norm():
   family = _family("toy2d", _POINTS, hidden_sizes=(), r1_weight=1.0)
-  params = family.init_params(jax.random.PRNGKey(0))
+  params = jax.jit(family.init_params)(jax.random.PRNGKey(0))
   tx = family.make_optimizer()
   real = jax.random.normal(jax.random.PRNGKey(1), (32, 2))
   _, _, _, metrics, _ = family.discriminator_phase(params, family.init_opt_state(tx, params),
@@ -120,7 +120,7 @@ def test_spectral_normalization_carries_its_vector_and_reaches_unit_norm(variant
   fixed vector every call, one iteration gave 1.24 (4x4x64x128), 1.32
   (4x4x1x64) and 1.42 (128x128)."""
   family = _family(variant, info, spectral_norm_iterations=1)
-  params = family.init_params(jax.random.PRNGKey(0))
+  params = jax.jit(family.init_params)(jax.random.PRNGKey(0))
   x = jax.random.normal(jax.random.PRNGKey(1), (4, *info.shape))
   step = jax.jit(lambda p: family.discriminate(p, x, update=True)[1])
   for _ in range(30):  # one train step each; from a random u it takes ~20 to converge
@@ -175,6 +175,8 @@ def test_bad_settings_name_the_key(key, value, message):
 def test_dcgan_trains_checkpoints_ema_and_resumes_exactly(tmp_path):
   results = check_stop_and_resume("configs/gan.py:digits", tmp_path,
                                   ["--config.model.disc_steps=2"])
+  check_bfloat16_run("configs/gan.py:digits", tmp_path, ["--config.model.disc_steps=2"],
+                     results)
   for key in ("d_loss", "g_loss", "d_real", "d_fake"):
     assert np.isfinite(results["test"][key]), results["test"]
   assert results["samples"]["T=1"]["nonfinite"] == 0

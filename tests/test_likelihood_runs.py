@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from tests.helpers import check_stop_and_resume
+from tests.helpers import check_bfloat16_run, check_stop_and_resume
 
 # (config, overrides that make it a seconds-long run, a metric that must be in test results)
 RUNS = {
@@ -26,6 +26,8 @@ def test_trains_reports_and_resumes_exactly(tmp_path, name):
   config, overrides, metric = RUNS[name]
   results = check_stop_and_resume(config, tmp_path, overrides)
   assert np.isfinite(results["test"][metric]), results["test"]
+  if name.endswith("_digits"):  # one image run per family in bfloat16 too
+    check_bfloat16_run(config, tmp_path, overrides, results)
   # Every sample grid is reported with its count of non-finite samples.
   for temperature in ("T=1", "T=0.8", "T=0.6"):
     entry = results["samples"][temperature]

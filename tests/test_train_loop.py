@@ -13,7 +13,7 @@ from configs import autoencoder
 from gen.data import ArraySource, SourceInfo
 from gen import loop
 from gen.train import metrics_io
-from tests.helpers import checkpoint_leaves, run_main
+from tests.helpers import check_bfloat16_run, checkpoint_leaves, run_main
 
 
 def _digits_config(**train):
@@ -92,6 +92,9 @@ def test_killed_run_resumes_bitwise(tmp_path):
   # The metrics file has each step once, as if never interrupted.
   steps = [r["step"] for r in _rows(interrupted, "train")]
   assert steps == sorted(set(steps)) and steps[-1] == 600
+  # The same run in bfloat16 (the autoencoder family's mixed-precision check).
+  straight_results = json.loads((tmp_path / "straight" / "results.json").read_text())
+  check_bfloat16_run(config, tmp_path, overrides, straight_results, num_steps=600)
 
 
 def test_sigterm_saves_a_checkpoint_before_exit(tmp_path):

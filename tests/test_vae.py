@@ -90,7 +90,7 @@ def test_importance_weighted_bound_rises_with_k_toward_log_px():
   close most of the ELBO's gap by K = 1000."""
   family = _digits_family(latent_dim=2)
   # Untrained, q(z | x) is far from the posterior: a gap of ~40 nats to close.
-  params = family.init_params(jax.random.PRNGKey(0))
+  params = jax.jit(family.init_params)(jax.random.PRNGKey(0))
   batch = _digits_batch()
   x = family.prepare(batch, None, train=False)
   target = family.targets(batch, x)
@@ -146,7 +146,7 @@ def test_vae_rejects_decoders_that_do_not_fit_the_data(overrides, message):
 def test_conv_vae_decodes_to_the_image_shape():
   config = conv_vae.get_config()
   family = VAE(config, SourceInfo("fashion_mnist", (28, 28, 1), "image"))
-  params = family.init_params(jax.random.PRNGKey(0))
+  params = jax.jit(family.init_params)(jax.random.PRNGKey(0))
   mean, log_var = family.encode(params, jnp.zeros((3, 28, 28, 1)))
   assert mean.shape == log_var.shape == (3, config.model.latent_dim)
   assert family.decode(params, mean).shape == (3, 28, 28, 1, 2)

@@ -11,7 +11,10 @@ FAMILIES = Registry("family", "family")
 
 
 def make(config: ml_collections.ConfigDict, info: SourceInfo) -> Family:
-  """The family that trains `config.model.name`, set up for data `info`."""
+  """The family that trains `config.model.name`, set up for data `info`
+  ("auto" settings resolved for this backend: gen.platform)."""
+  from gen import platform
+  config, _ = platform.resolve(config)
   _import_all()
   family_cls = FAMILIES.get(models.get(config.model.name).family)
   return family_cls(config, info)

@@ -56,7 +56,7 @@ class Autoencoder(Family):
     return [warning] if warning else []
 
   def _reconstruct_logits(self, params, x):
-    return self.model.apply({"params": params}, x)
+    return self.apply_model({"params": params}, x)
 
   def loss(self, params, batch, rng, step):
     x = self.prepare(batch, rng, train=True)
@@ -71,7 +71,7 @@ class Autoencoder(Family):
     return losses.apply_activation(self.config.model.output_activation, logits)
 
   def encode(self, params, x):
-    return self.model.apply({"params": params}, x, method="encode")
+    return self.apply_model({"params": params}, x, method="encode")
 
   def sampler(self, params, dataset, max_codes: int = 10_000):
     """An autoencoder has no prior to sample; the simplest generative use of one
@@ -98,7 +98,7 @@ class Autoencoder(Family):
     def sample(sampler_params, rng, count):
       model_params, code_mean, code_chol = sampler_params
       z = code_mean + jax.random.normal(rng, (count, code_mean.shape[0])) @ code_chol.T
-      logits = self.model.apply({"params": model_params}, z.reshape(count, *code_shape),
+      logits = self.apply_model({"params": model_params}, z.reshape(count, *code_shape),
                                 method="decode")
       images = losses.apply_activation(self.config.model.output_activation, logits)
       return jnp.clip(to_unit(images, scale), 0.0, 1.0)

@@ -24,17 +24,23 @@ from gen.train.state import TrainState, all_finite, ema_update
 
 # Keys of config.model that are not constructor fields of a module.
 _SELECTION_KEYS = ("name",)
+# Module fields the loop sets itself, never config.model.
+_SET_BY_THE_LOOP = {"parent", "name", "data_shape", "dtype"}
+COMPUTE_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 
 def build_module(model_config: ml_collections.ConfigDict, info: SourceInfo,
-                 family_keys: tuple[str, ...] = ()):
+                 family_keys: tuple[str, ...] = (), compute_dtype: str = "float32"):
   """The Flax module named by `model_config.name`, built from the other keys.
 
   The module's dataclass fields are the schema: a key that is neither a field
   nor read by the family is an error that names it and lists the valid ones.
+  `compute_dtype` (config.train.compute_dtype) goes to the module's `dtype`:
+  the dtype its layers compute in; parameters are float32 either way.
   """
   entry = models.get(model_config.name)
-  fields = {f.name for f in dataclasses.fields(entry.module)} - {"parent", "name", "data_shape"}
+  all_fields = {f.name for f in dataclasses.fields(entry.module)}
+  fields = all_fields - _SET_BY_THE_LOOP
   kwargs = {}
   for key, value in model_config.items():
     if key in _SELECTION_KEYS or key in family_keys:
@@ -44,7 +50,21 @@ def build_module(model_config: ml_collections.ConfigDict, info: SourceInfo,
           f"config.model.{key} is not a setting of model {model_config.name!r}; "
           f"valid: {', '.join(sorted(fields | set(family_keys)))}")
     kwargs[key] = tuple(value) if isinstance(value, list) else value
+  if "dtype" in all_fields:
+    kwargs["dtype"] = COMPUTE_DTYPES[compute_dtype]
+  elif compute_dtype != "float32":
+    raise ValueError(f"config.train.compute_dtype={compute_dtype!r}: model "
+                     f"{model_config.name!r} computes in float32 only")
   return entry.module(data_shape=tuple(info.shape), **kwargs)
+
+
+def float32_outputs(tree):
+  """Floating leaves of a model's output as float32: losses, log-likelihoods,
+  log-determinants and bits/dim are computed in float32 whatever the compute
+  dtype of the network."""
+  return jax.tree_util.tree_map(
+      lambda leaf: leaf.astype(jnp.float32)
+      if hasattr(leaf, "dtype") and jnp.issubdtype(leaf.dtype, jnp.floating) else leaf, tree)
 
 
 class Family:
@@ -68,7 +88,8 @@ class Family:
   def __init__(self, config: ml_collections.ConfigDict, info: SourceInfo):
     self.config = config
     self.info = info
-    self.model = build_module(config.model, info, self.config_keys)
+    self.model = build_module(config.model, info, self.config_keys,
+                              config.train.get("compute_dtype", "float32"))
 
   # --- setup -----------------------------------------------------------------
   def check_config(self) -> list[str]:
@@ -78,6 +99,10 @@ class Family:
   def init_params(self, rng) -> Any:
     dummy = jnp.zeros((1, *self.info.shape), jnp.float32)
     return self.model.init(rng, dummy)["params"]
+
+  def apply_model(self, variables, *args, **kwargs):
+    """self.model.apply, with floating outputs cast to float32 (`float32_outputs`)."""
+    return float32_outputs(self.model.apply(variables, *args, **kwargs))
 
   def num_params(self, params) -> int:
     """Trained parameters (state that no optimizer updates is not counted)."""
@@ -185,9 +210,11 @@ def apply_if_finite(state: TrainState, params, opt_state, loss, grads, metrics: 
   the loop whether to stop.
   """
   finite = all_finite(loss, grads)
-  keep = lambda new, old: jax.tree_util.tree_map(lambda a, b: jnp.where(finite, a, b), new, old)
-  params = keep(params, state.params)
-  opt_state = keep(opt_state, state.opt_state)
+  # One conditional for the whole state, not a select per array: XLA:CPU
+  # compiled a where() per leaf of params and optimizer state 2x slower (a
+  # U-Net step (configs/ddpm.py:digits): 12.4 s against 6.6 s, measured alone).
+  params, opt_state = jax.lax.cond(finite, lambda: (params, opt_state),
+                                   lambda: (state.params, state.opt_state))
   ema = state.ema_params
   if ema is not None:
     ema = ema_update(ema, params, ema_decay, state.step + 1)

@@ -47,7 +47,7 @@ class Classifier(Family):
 
   def logits(self, params, x, rng=None):
     train = rng is not None
-    return self.model.apply({"params": params}, x, train=train,
+    return self.apply_model({"params": params}, x, train=train,
                             rngs={"dropout": rng} if train else {})
 
   def loss(self, params, batch, rng, step):
@@ -114,7 +114,7 @@ class ClassifierFeatures:
 
     def apply(params, pixels):
       x = preprocess(pixels, None, None, kind="image", scale=scale)
-      logits, features = self.family.model.apply({"params": params}, x,
+      logits, features = self.family.apply_model({"params": params}, x,
                                                  return_features=True)
       return features, jnp.argmax(logits, axis=-1)
 

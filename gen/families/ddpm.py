@@ -277,7 +277,7 @@ class DDPM(Family):
   def eps_fn(self, params, train: bool = False, dropout_rng=None):
     """The U-Net as the samplers' eps_fn(x [b, h, w, c], t [b]) -> [b, h, w, c]."""
     rngs = {"dropout": dropout_rng} if train else {}
-    return lambda x, t: self.model.apply({"params": params}, x, t, train=train, rngs=rngs)
+    return lambda x, t: self.apply_model({"params": params}, x, t, train=train, rngs=rngs)
 
   # --- what the loop calls ----------------------------------------------------
   def loss(self, params, batch, rng, step):

@@ -75,7 +75,7 @@ class Flow(Family):
     if self.is_image:
       x, logit_log_det = likelihood.logit(x, self.logit_alpha)
       pre_log_det = logit_log_det + likelihood.scale_log_det(self.num_dims, "unit")
-    z, log_det = self.model.apply({"params": params}, x, method="forward")
+    z, log_det = self.apply_model({"params": params}, x, method="forward")
     return likelihood.standard_normal_log_prob(z) + log_det, pre_log_det
 
   def _per_example_loss(self, params, x):
@@ -109,7 +109,7 @@ class Flow(Family):
     2018): below 1 trades diversity for typical-looking samples.
     """
     z = temperature * jax.random.normal(rng, (num, self.num_dims))
-    x = self.model.apply({"params": params}, z, method="inverse")
+    x = self.apply_model({"params": params}, z, method="inverse")
     if self.is_image:
       x = likelihood.inverse_logit(x, self.logit_alpha)
     return x.reshape(num, *self.info.shape)

@@ -155,7 +155,7 @@ class GAN(Family):
 
   # --- the players ---------------------------------------------------------------
   def generate(self, generator_params, z, reference_rows: int = 0):
-    return self.model.apply({"params": {"generator": generator_params}}, z, reference_rows,
+    return self.apply_model({"params": {"generator": generator_params}}, z, reference_rows,
                             method="generate")
 
   def generate_fixed(self, generator_params, z):
@@ -180,10 +180,10 @@ class GAN(Family):
     if spectral is not None:
       variables[SPECTRAL_COLLECTION] = spectral
     if update and spectral is not None:
-      logits, changed = self.model.apply(variables, x, True, method="discriminate",
+      logits, changed = self.apply_model(variables, x, True, method="discriminate",
                                          mutable=[SPECTRAL_COLLECTION])
       return logits, changed[SPECTRAL_COLLECTION]
-    logits = self.model.apply(variables, x, False, method="discriminate")
+    logits = self.apply_model(variables, x, False, method="discriminate")
     return (logits, spectral) if update else logits
 
   def noise(self, rng, count: int, temperature=1.0):

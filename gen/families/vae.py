@@ -120,10 +120,10 @@ class VAE(Family):
 
   # --- the model's pieces -----------------------------------------------------
   def encode(self, params, x):
-    return self.model.apply({"params": params}, x, method="encode")
+    return self.apply_model({"params": params}, x, method="encode")
 
   def decode(self, params, z):
-    return self.model.apply({"params": params}, z, method="decode")
+    return self.apply_model({"params": params}, z, method="decode")
 
   def targets(self, batch, x):
     """What the decoder's likelihood scores: 8-bit integers for 'logistic', else x."""

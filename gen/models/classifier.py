@@ -8,6 +8,8 @@ layer is the feature space of gen.evaluate.fidelity.
 
 from __future__ import annotations
 
+from typing import Any
+
 import flax.linen as nn
 import jax.numpy as jnp
 
@@ -31,20 +33,21 @@ class CNNClassifier(nn.Module):
   channels: tuple[int, ...] = (32, 64)
   feature_size: int = 128
   dropout: float = 0.0
+  dtype: Any = jnp.float32
 
   def features(self, x):
     """x: [batch, h, w, c] float32 -> [batch, feature_size] float32 (after ReLU)."""
     for width in self.channels:
-      x = nn.relu(nn.Conv(width, (3, 3))(x))
-      x = nn.relu(nn.Conv(width, (3, 3))(x))
+      x = nn.relu(nn.Conv(width, (3, 3), dtype=self.dtype)(x))
+      x = nn.relu(nn.Conv(width, (3, 3), dtype=self.dtype)(x))
       x = nn.max_pool(x, (2, 2), strides=(2, 2), padding="SAME")
     x = x.reshape(x.shape[0], -1)
-    return nn.relu(nn.Dense(self.feature_size, name="feature_layer")(x))
+    return nn.relu(nn.Dense(self.feature_size, name="feature_layer", dtype=self.dtype)(x))
 
   @nn.compact
   def __call__(self, x, train: bool = False, return_features: bool = False):
     """x: [batch, h, w, c] -> logits [batch, num_classes] (and the features)."""
     features = self.features(x)
     hidden = nn.Dropout(self.dropout, deterministic=not train)(features)
-    logits = nn.Dense(self.num_classes, name="logits")(hidden)
+    logits = nn.Dense(self.num_classes, name="logits", dtype=self.dtype)(hidden)
     return (logits, features) if return_features else logits

@@ -23,7 +23,7 @@ the small per-device batches of data-parallel training).
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from typing import Any, Sequence
 
 import flax.linen as nn
 import jax
@@ -43,6 +43,7 @@ class WeightNormConv(nn.Module):
   features: int
   kernel_size: int = 3
   zero_init: bool = False
+  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x):
@@ -52,11 +53,12 @@ class WeightNormConv(nn.Module):
     gain = self.param("gain", nn.initializers.zeros_init() if self.zero_init
                       else nn.initializers.ones_init(), (self.features,))
     bias = self.param("bias", nn.initializers.zeros_init(), (self.features,))
+    # The norm in float32; the convolution in the compute dtype.
     norm = jnp.sqrt(jnp.sum(direction ** 2, axis=(0, 1, 2)) + 1e-12)
-    kernel = direction * (gain / norm)
-    y = jax.lax.conv_general_dilated(x, kernel, (1, 1), "SAME",
+    kernel = (direction * (gain / norm)).astype(self.dtype)
+    y = jax.lax.conv_general_dilated(x.astype(self.dtype), kernel, (1, 1), "SAME",
                                      dimension_numbers=("NHWC", "HWIO", "NHWC"))
-    return y + bias
+    return y + bias.astype(self.dtype)
 
 
 class ResidualScaleShift(nn.Module):
@@ -64,21 +66,25 @@ class ResidualScaleShift(nn.Module):
 
   The log-scale is bounded: scale * tanh(raw), with a learned per-channel
   scale, so one coupling cannot blow values up by more than exp(scale).
+  The network runs in `dtype`; what it returns is float32, so that the
+  coupling's affine map, its inverse and its log-determinant are float32.
   """
 
   features: int
   num_res_blocks: int
   activation: str = "relu"
+  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x, mask):
     act = layers.activation(self.activation)
     channels = x.shape[-1]
-    h = WeightNormConv(self.features)(jnp.concatenate([x, jnp.broadcast_to(mask, x.shape)], -1))
+    conv = lambda width, **kwargs: WeightNormConv(width, dtype=self.dtype, **kwargs)
+    h = conv(self.features)(jnp.concatenate([x, jnp.broadcast_to(mask, x.shape)], -1))
     for _ in range(self.num_res_blocks):
-      inner = WeightNormConv(self.features)(act(h))
-      h = h + WeightNormConv(self.features)(act(inner))
-    out = WeightNormConv(2 * channels, zero_init=True)(act(h))
+      inner = conv(self.features)(act(h))
+      h = h + conv(self.features)(act(inner))
+    out = conv(2 * channels, zero_init=True)(act(h)).astype(jnp.float32)
     raw_log_scale, shift = jnp.split(out, 2, axis=-1)
     bound = self.param("log_scale_bound", nn.initializers.ones_init(), (channels,))
     return bound * jnp.tanh(raw_log_scale), shift
@@ -89,14 +95,16 @@ class MLPScaleShift(nn.Module):
 
   hidden_sizes: Sequence[int]
   activation: str = "relu"
+  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x, mask):
     act = layers.activation(self.activation)
     h = x
     for size in self.hidden_sizes:
-      h = act(nn.Dense(size)(h))
-    out = nn.Dense(2 * x.shape[-1], kernel_init=nn.initializers.zeros_init())(h)
+      h = act(nn.Dense(size, dtype=self.dtype)(h))
+    out = nn.Dense(2 * x.shape[-1], kernel_init=nn.initializers.zeros_init(),
+                   dtype=self.dtype)(h).astype(jnp.float32)
     raw_log_scale, shift = jnp.split(out, 2, axis=-1)
     bound = self.param("log_scale_bound", nn.initializers.ones_init(), (x.shape[-1],))
     return bound * jnp.tanh(raw_log_scale), shift
@@ -166,6 +174,9 @@ class RealNVP(nn.Module):
   features: int = 64
   num_res_blocks: int = 2
   activation: str = "relu"
+  # Computation dtype of the s/t networks only (config.train.compute_dtype);
+  # the flow's own values, inverse and log-determinant stay float32.
+  dtype: Any = jnp.float32
 
   def setup(self):
     height, width, channels = self.data_shape
@@ -173,7 +184,8 @@ class RealNVP(nn.Module):
     if self.num_couplings < 1 or self.num_final_couplings < 1:
       raise ValueError("config.model.num_couplings and config.model.num_final_couplings "
                        "must be >= 1")
-    net = lambda: ResidualScaleShift(self.features, self.num_res_blocks, self.activation)
+    net = lambda: ResidualScaleShift(self.features, self.num_res_blocks, self.activation,
+                                     self.dtype)
     scales = []
     for _ in range(self.num_scales):
       board = [AffineCoupling(checkerboard_mask(height, width, i % 2), net())
@@ -270,6 +282,7 @@ class RealNVP2D(nn.Module):
   hidden_sizes: Sequence[int] = (128, 128)
   activation: str = "relu"
   rotate: bool = True
+  dtype: Any = jnp.float32
 
   def setup(self):
     if tuple(self.data_shape) != (2,):
@@ -280,7 +293,7 @@ class RealNVP2D(nn.Module):
                        f"so that both coordinates are transformed")
     self.couplings = [
         AffineCoupling(np.array([1.0, 0.0]) if i % 2 == 0 else np.array([0.0, 1.0]),
-                       MLPScaleShift(tuple(self.hidden_sizes), self.activation))
+                       MLPScaleShift(tuple(self.hidden_sizes), self.activation, self.dtype))
         for i in range(self.num_couplings)]
 
   def forward(self, x):

@@ -15,7 +15,7 @@ state in the variable collection "spectral", carried between train steps.
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Sequence
 
 import flax.linen as nn
 import jax
@@ -79,7 +79,7 @@ def _normalize(kind: str, x, reference_rows: int):
   if kind == "batch":
     return BatchStatisticsNorm()(x, reference_rows)
   if kind == "layer":
-    return nn.LayerNorm()(x)
+    return nn.LayerNorm(dtype=x.dtype)(x)  # statistics in float32 (flax's default)
   return x
 
 
@@ -95,33 +95,35 @@ class _ConvGenerator(nn.Module):
   channels: Sequence[int]
   norm: str
   conv_transpose_impl: str
+  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, z, reference_rows: int = 0):
     height, width, out_channels = self.data_shape
     ups = len(self.channels)
     start_h, start_w = height // 2 ** ups, width // 2 ** ups
-    x = nn.Dense(start_h * start_w * self.channels[0] * 2)(z)
+    x = nn.Dense(start_h * start_w * self.channels[0] * 2, dtype=self.dtype)(z)
     x = x.reshape(z.shape[0], start_h, start_w, self.channels[0] * 2)
     x = nn.relu(_normalize(self.norm, x, reference_rows))
     for width_out in self.channels:
-      x = layers.ConvTranspose(width_out, 4, 2, self.conv_transpose_impl)(x)
+      x = layers.ConvTranspose(width_out, 4, 2, self.conv_transpose_impl, self.dtype)(x)
       x = nn.relu(_normalize(self.norm, x, reference_rows))
-    return jnp.tanh(nn.Conv(out_channels, (3, 3))(x))
+    return jnp.tanh(nn.Conv(out_channels, (3, 3), dtype=self.dtype)(x))
 
 
 class _ConvDiscriminator(nn.Module):
   channels: Sequence[int]
   spectral_norm_iterations: int
+  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x, update: bool = False):
     iterations = self.spectral_norm_iterations
     for width in self.channels:
-      conv = nn.Conv(width, (4, 4), strides=(2, 2), padding="SAME")
+      conv = nn.Conv(width, (4, 4), strides=(2, 2), padding="SAME", dtype=self.dtype)
       x = nn.leaky_relu(maybe_spectral_norm(conv, iterations, x, update), 0.2)
     x = x.reshape(x.shape[0], -1)
-    return maybe_spectral_norm(nn.Dense(1), iterations, x, update)[:, 0]
+    return maybe_spectral_norm(nn.Dense(1, dtype=self.dtype), iterations, x, update)[:, 0]
 
 
 @register("dcgan", family="gan")
@@ -144,6 +146,7 @@ class DCGAN(_Pair):
   spectral_norm_iterations: int = 0
   # gen.models.layers.ConvTranspose: "phases" is the fast one on CPU.
   conv_transpose_impl: str = "phases"
+  dtype: Any = jnp.float32
 
   def setup(self):
     if self.generator_norm not in GENERATOR_NORMS:
@@ -157,9 +160,9 @@ class DCGAN(_Pair):
           f"size {len(self.generator_channels)} times, so the image side must be divisible "
           f"by {factor}; {height}x{width} is not")
     self.generator = _ConvGenerator(tuple(self.data_shape), tuple(self.generator_channels),
-                                    self.generator_norm, self.conv_transpose_impl)
+                                    self.generator_norm, self.conv_transpose_impl, self.dtype)
     self.discriminator = _ConvDiscriminator(tuple(self.discriminator_channels),
-                                            self.spectral_norm_iterations)
+                                            self.spectral_norm_iterations, self.dtype)
 
   @property
   def batch_dependent(self) -> bool:
@@ -182,13 +185,15 @@ class _MLP(nn.Module):
   out: int
   act: str
   spectral_norm_iterations: int = 0
+  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x, update: bool = False):
     iterations = self.spectral_norm_iterations
+    dense = lambda size: nn.Dense(size, dtype=self.dtype)
     for size in self.hidden_sizes:
-      x = activation(self.act)(maybe_spectral_norm(nn.Dense(size), iterations, x, update))
-    return maybe_spectral_norm(nn.Dense(self.out), iterations, x, update)
+      x = activation(self.act)(maybe_spectral_norm(dense(size), iterations, x, update))
+    return maybe_spectral_norm(dense(self.out), iterations, x, update)
 
 
 @register("mlp_gan", family="gan")
@@ -200,13 +205,14 @@ class MLPGAN(_Pair):
   hidden_sizes: tuple[int, ...] = (128, 128, 128)
   activation: str = "relu"
   spectral_norm_iterations: int = 0
+  dtype: Any = jnp.float32
 
   def setup(self):
     dims = self.data_shape[-1]
     # The generator's parameters never pass through spectral normalization.
-    self.generator = _MLP(tuple(self.hidden_sizes), dims, self.activation)
+    self.generator = _MLP(tuple(self.hidden_sizes), dims, self.activation, 0, self.dtype)
     self.discriminator = _MLP(tuple(self.hidden_sizes), 1, self.activation,
-                              self.spectral_norm_iterations)
+                              self.spectral_norm_iterations, self.dtype)
 
   batch_dependent = False
 

@@ -1,6 +1,7 @@
 """Small pieces shared by several models."""
 
 import math
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -70,6 +71,8 @@ class ConvTranspose(nn.Module):
   kernel_size: int = 3
   stride: int = 2
   impl: str = "phases"
+  # Computation dtype; the parameters stay float32.
+  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x):
@@ -80,7 +83,7 @@ class ConvTranspose(nn.Module):
     kernel = self.param("kernel", nn.initializers.lecun_normal(),
                         (k, k, x.shape[-1], self.features))
     bias = self.param("bias", nn.initializers.zeros_init(), (self.features,))
-    kernel = kernel.astype(x.dtype)
+    x, kernel, bias = x.astype(self.dtype), kernel.astype(self.dtype), bias.astype(self.dtype)
     taps, lowest, highest = _phase_taps(k, s)
     before, after = max(-lowest, 0), max(highest, 0)
     batch, height, width, _ = x.shape

@@ -23,7 +23,7 @@ padded up to one (see `padding`) and the output is cropped back.
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from typing import Any, Sequence
 
 import flax.linen as nn
 import jax
@@ -61,20 +61,24 @@ class ResBlock(nn.Module):
   features: int
   num_groups: int
   dropout: float
+  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x, embedding, train: bool):
-    h = nn.silu(nn.GroupNorm(num_groups=self.num_groups)(x))
-    h = nn.Conv(self.features, (3, 3))(h)
+    # GroupNorm's statistics are float32 whatever the dtype (flax's default).
+    norm = lambda: nn.GroupNorm(num_groups=self.num_groups, dtype=self.dtype)
+    h = nn.silu(norm()(x))
+    h = nn.Conv(self.features, (3, 3), dtype=self.dtype)(h)
     # A per-channel shift by the timestep: every block knows the noise level.
-    h = h + nn.Dense(self.features)(nn.silu(embedding))[:, None, None, :]
-    h = nn.silu(nn.GroupNorm(num_groups=self.num_groups)(h))
+    h = h + nn.Dense(self.features, dtype=self.dtype)(nn.silu(embedding))[:, None, None, :]
+    h = nn.silu(norm()(h))
     h = nn.Dropout(self.dropout, deterministic=not train)(h)
     # Zero-initialized, so that each block starts as the identity on its skip
     # path (as in the paper's code): a deep U-Net then trains from step 0.
-    h = nn.Conv(self.features, (3, 3), kernel_init=nn.initializers.zeros_init())(h)
+    h = nn.Conv(self.features, (3, 3), kernel_init=nn.initializers.zeros_init(),
+                dtype=self.dtype)(h)
     if x.shape[-1] != self.features:
-      x = nn.Conv(self.features, (1, 1))(x)
+      x = nn.Conv(self.features, (1, 1), dtype=self.dtype)(x)
     return x + h
 
 
@@ -82,16 +86,20 @@ class AttentionBlock(nn.Module):
   """Single-head self-attention over the h * w positions, with a residual."""
 
   num_groups: int
+  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x):
     b, height, width, channels = x.shape
-    h = nn.GroupNorm(num_groups=self.num_groups)(x).reshape(b, height * width, channels)
-    query, key, value = jnp.split(nn.Dense(3 * channels)(h), 3, axis=-1)
-    logits = jnp.einsum("bqc,bkc->bqk", query, key) / math.sqrt(channels)
-    h = jnp.einsum("bqk,bkc->bqc", jax.nn.softmax(logits, axis=-1), value)
+    h = nn.GroupNorm(num_groups=self.num_groups, dtype=self.dtype)(x)
+    h = h.reshape(b, height * width, channels)
+    query, key, value = jnp.split(nn.Dense(3 * channels, dtype=self.dtype)(h), 3, axis=-1)
+    # The softmax in float32: in bfloat16 its sum over positions loses digits.
+    logits = jnp.einsum("bqc,bkc->bqk", query, key).astype(jnp.float32) / math.sqrt(channels)
+    weights = jax.nn.softmax(logits, axis=-1).astype(value.dtype)
+    h = jnp.einsum("bqk,bkc->bqc", weights, value)
     # Zero-initialized output projection: the block starts as the identity.
-    h = nn.Dense(channels, kernel_init=nn.initializers.zeros_init())(h)
+    h = nn.Dense(channels, kernel_init=nn.initializers.zeros_init(), dtype=self.dtype)(h)
     return x + h.reshape(b, height, width, channels)
 
 
@@ -118,6 +126,8 @@ class UNet(nn.Module):
   attention_resolutions: Sequence[int] = (8,)
   dropout: float = 0.1
   num_groups: int = 8
+  # Computation dtype (config.train.compute_dtype); parameters stay float32.
+  dtype: Any = jnp.float32
 
   def level_sizes(self, height: int) -> list[int]:
     """The height of the feature maps at each level, after padding."""
@@ -160,25 +170,27 @@ class UNet(nn.Module):
 
     embedding_dim = 4 * self.channels
     embedding = timestep_embedding(t, self.channels)
-    embedding = nn.Dense(embedding_dim)(nn.silu(nn.Dense(embedding_dim)(embedding)))
+    dense = lambda size: nn.Dense(size, dtype=self.dtype)
+    conv = lambda width, **kwargs: nn.Conv(width, (3, 3), dtype=self.dtype, **kwargs)
+    embedding = dense(embedding_dim)(nn.silu(dense(embedding_dim)(embedding)))
 
-    block = lambda features: ResBlock(features, self.num_groups, self.dropout)
-    attend = lambda h: (AttentionBlock(self.num_groups)(h)
+    block = lambda features: ResBlock(features, self.num_groups, self.dropout, self.dtype)
+    attend = lambda h: (AttentionBlock(self.num_groups, self.dtype)(h)
                         if h.shape[1] in self.attention_resolutions else h)
     last = len(self.channel_mults) - 1
 
-    h = nn.Conv(self.channels, (3, 3))(x)
+    h = conv(self.channels)(x)
     skips = [h]
     for level, mult in enumerate(self.channel_mults):
       for _ in range(self.num_res_blocks):
         h = attend(block(self.channels * mult)(h, embedding, train))
         skips.append(h)
       if level != last:
-        h = nn.Conv(h.shape[-1], (3, 3), strides=(2, 2))(h)
+        h = conv(h.shape[-1], strides=(2, 2))(h)
         skips.append(h)
 
     h = block(h.shape[-1])(h, embedding, train)
-    h = AttentionBlock(self.num_groups)(h)
+    h = AttentionBlock(self.num_groups, self.dtype)(h)
     h = block(h.shape[-1])(h, embedding, train)
 
     for level, mult in reversed(list(enumerate(self.channel_mults))):
@@ -188,11 +200,11 @@ class UNet(nn.Module):
       if level != 0:
         b, hh, ww, c = h.shape
         h = jax.image.resize(h, (b, 2 * hh, 2 * ww, c), method="nearest")
-        h = nn.Conv(c, (3, 3))(h)
+        h = conv(c)(h)
 
-    h = nn.silu(nn.GroupNorm(num_groups=self.num_groups)(h))
+    h = nn.silu(nn.GroupNorm(num_groups=self.num_groups, dtype=self.dtype)(h))
     # Zero-initialized: the untrained model predicts eps = 0, so the first loss
     # is E[eps^2] = 1 whatever the other initial weights do, and the first
     # updates are not fighting a large random output.
-    out = nn.Conv(out_channels, (3, 3), kernel_init=nn.initializers.zeros_init())(h)
+    out = conv(out_channels, kernel_init=nn.initializers.zeros_init())(h)
     return out[:, pad_h[0]:pad_h[0] + height, pad_w[0]:pad_w[0] + width, :]

@@ -11,7 +11,7 @@ on `decoder` (gen.families.vae reads them):
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from typing import Any, Sequence
 
 import flax.linen as nn
 import jax.numpy as jnp
@@ -43,13 +43,15 @@ class DenseVAE(_VAEBase):
   hidden_sizes: Sequence[int] = (512, 256)
   activation: str = "relu"
   decoder: str = "bernoulli"
+  dtype: Any = jnp.float32
 
   def setup(self):
     self.outputs = decoder_outputs(self.decoder)
-    self.encoder_layers = [nn.Dense(size) for size in self.hidden_sizes]
-    self.posterior = nn.Dense(2 * self.latent_dim)
-    self.decoder_layers = [nn.Dense(size) for size in reversed(self.hidden_sizes)]
-    self.likelihood = nn.Dense(math.prod(self.data_shape) * self.outputs)
+    dense = lambda size: nn.Dense(size, dtype=self.dtype)
+    self.encoder_layers = [dense(size) for size in self.hidden_sizes]
+    self.posterior = dense(2 * self.latent_dim)
+    self.decoder_layers = [dense(size) for size in reversed(self.hidden_sizes)]
+    self.likelihood = dense(math.prod(self.data_shape) * self.outputs)
 
   def encode(self, x):
     act = layers.activation(self.activation)
@@ -79,6 +81,7 @@ class ConvVAE(_VAEBase):
   activation: str = "relu"
   decoder: str = "logistic"
   conv_transpose_impl: str = "phases"
+  dtype: Any = jnp.float32
 
   def setup(self):
     self.outputs = decoder_outputs(self.decoder)
@@ -89,14 +92,16 @@ class ConvVAE(_VAEBase):
           f"config.model.channels={tuple(self.channels)} halves the image "
           f"{len(self.channels)} times, but {height}x{width} is not divisible by {factor}")
     self.bottom = (height // factor, width // factor, self.channels[-1])
-    self.down = [nn.Conv(c, (3, 3), strides=(2, 2)) for c in self.channels]
-    self.encoder_dense = nn.Dense(self.hidden_size)
-    self.posterior = nn.Dense(2 * self.latent_dim)
-    self.decoder_dense = nn.Dense(self.hidden_size)
-    self.decoder_bottom = nn.Dense(math.prod(self.bottom))
+    dense = lambda size: nn.Dense(size, dtype=self.dtype)
+    self.down = [nn.Conv(c, (3, 3), strides=(2, 2), dtype=self.dtype) for c in self.channels]
+    self.encoder_dense = dense(self.hidden_size)
+    self.posterior = dense(2 * self.latent_dim)
+    self.decoder_dense = dense(self.hidden_size)
+    self.decoder_bottom = dense(math.prod(self.bottom))
     ups = list(reversed(self.channels))[1:] + [self.channels[0]]
-    self.up = [layers.ConvTranspose(c, 3, 2, self.conv_transpose_impl) for c in ups]
-    self.likelihood = nn.Conv(self.data_shape[-1] * self.outputs, (3, 3))
+    self.up = [layers.ConvTranspose(c, 3, 2, self.conv_transpose_impl, self.dtype)
+               for c in ups]
+    self.likelihood = nn.Conv(self.data_shape[-1] * self.outputs, (3, 3), dtype=self.dtype)
 
   def encode(self, x):
     act = layers.activation(self.activation)

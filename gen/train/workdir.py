@@ -25,7 +25,9 @@ _RESUME_SAFE = ("config.train.num_steps", "config.train.eval_every", "config.tra
                 "config.train.steps_per_call", "config.train.unroll_steps",
                 "config.train.skip_nonfinite", "config.train.compute_dtype",
                 "config.checkpoint.every_steps", "config.checkpoint.keep",
-                "config.data.prefetch", "config.data.dir", "config.eval.")
+                "config.data.prefetch", "config.data.dir", "config.eval.",
+                # Same parameters and outputs in every form (gen.models.layers).
+                "config.model.conv_transpose_impl")
 # Changes that make the checkpoint a different model or a different train
 # state (its shapes or its structure): resuming would fail or mix two runs.
 _RESUME_BREAKING = ("config.model.", "config.data.name", "config.optimizer.name")
