@@ -11,20 +11,18 @@ results.json is finished and is not run again. Writes <workdir>/results.md,
 results.csv and val_curves.png.
 """
 
-import concurrent.futures
 import csv
 import importlib.util
 import json
 import os
-import subprocess
 import sys
-import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from absl import app, flags, logging  # noqa: E402
 
+import runlib  # noqa: E402
 from gen.train import metrics_io  # noqa: E402
 
 _SWEEP = flags.DEFINE_string("sweep", None, "Sweep file (see configs/sweeps/).")
@@ -56,30 +54,6 @@ def _parse_set(items: list[str]) -> dict[str, str]:
     key, value = item.split("=", 1)
     overrides[key] = value
   return overrides
-
-
-def run_command(base_config: str, workdir: str, overrides: dict) -> list[str]:
-  flags_ = [f"--config.{key}={_flag_value(value)}" for key, value in overrides.items()]
-  return [sys.executable, os.path.join(ROOT, "experiments", "main.py"),
-          f"--config={base_config}", f"--workdir={workdir}", *flags_]
-
-
-def _flag_value(value) -> str:
-  if isinstance(value, (tuple, list)):
-    return "(" + ",".join(str(v) for v in value) + ("," if len(value) == 1 else "") + ")"
-  return str(value)
-
-
-def is_finished(run_dir: str) -> bool:
-  return os.path.exists(os.path.join(run_dir, "results.json"))
-
-
-def _launch(name: str, command: list[str], run_dir: str) -> tuple[str, int, float]:
-  os.makedirs(run_dir, exist_ok=True)
-  start = time.time()
-  with open(os.path.join(run_dir, "log.txt"), "a") as log:
-    code = subprocess.call(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
-  return name, code, time.time() - start
 
 
 def write_report(workdir: str, runs: dict[str, dict]) -> list[dict]:
@@ -156,20 +130,16 @@ def main(argv):
   todo = []
   for name, overrides in runs.items():
     run_dir = os.path.join(_WORKDIR.value, name)
-    if is_finished(run_dir):
+    if runlib.is_finished(run_dir):
       logging.info("%s: finished, not run again", name)
       continue
-    command = run_command(sweep.BASE_CONFIG, run_dir, {**sweep.COMMON, **overrides, **extra})
+    command = runlib.run_command(sweep.BASE_CONFIG, run_dir,
+                                 {**sweep.COMMON, **overrides, **extra})
     todo.append((name, command, run_dir))
-  failed = []
-  with concurrent.futures.ThreadPoolExecutor(max(1, _PARALLEL.value)) as pool:
-    futures = [pool.submit(_launch, *job) for job in todo]
-    for future in concurrent.futures.as_completed(futures):
-      name, code, seconds = future.result()
-      logging.info("%s: %s in %.0f s", name, "done" if code == 0 else f"FAILED ({code})",
-                   seconds)
-      if code:
-        failed.append(name)
+  failed = runlib.launch_all(
+      todo, _PARALLEL.value,
+      lambda name, code, seconds: logging.info(
+          "%s: %s in %.0f s", name, "done" if code == 0 else f"FAILED ({code})", seconds))
   ranked = write_report(_WORKDIR.value, runs)
   logging.info("%d/%d runs finished; table: %s", len(ranked), len(runs),
                os.path.join(_WORKDIR.value, "results.md"))

@@ -232,7 +232,7 @@ def _train_and_evaluate(config, workdir: str, devices) -> dict[str, Any]:
   window: dict[str, list[float]] = {}
   val_metrics: dict[str, float] = {}
   window_start, window_step = time.time(), start_step
-  train_seconds = 0.0
+  train_seconds, first_call_seconds = 0.0, 0.0
   with _Interruption() as interruption, contextlib.closing(writer):
     for step, batch in data_lib.pipeline.prefetch(batches(), config.data.prefetch):
       call_start = time.time()
@@ -241,8 +241,8 @@ def _train_and_evaluate(config, workdir: str, devices) -> dict[str, Any]:
       metrics = sharding.to_host(metrics)
       train_seconds += time.time() - call_start
       if step == start_step:
-        logging.info("first call (compile + %d step(s)): %.1f s", per_call,
-                     time.time() - call_start)
+        first_call_seconds = time.time() - call_start
+        logging.info("first call (compile + %d step(s)): %.1f s", per_call, first_call_seconds)
         window_start = time.time()
         window_step = step + per_call
       new_step = step + per_call
@@ -325,7 +325,10 @@ def _train_and_evaluate(config, workdir: str, devices) -> dict[str, Any]:
              "skipped_updates": int(state.skipped_updates),
              "best_checkpoint_step": checkpoints.best_step(),
              "num_params": int(num_params), "devices": mesh.size,
-             "processes": jax.process_count(), **report}
+             "processes": jax.process_count(),
+             "timing": _timing(train_seconds, first_call_seconds, final_step - start_step,
+                               per_call, config.train.batch_size),
+             **report}
   if checkpoints.set_aside:
     results["damaged_checkpoints_set_aside"] = checkpoints.set_aside
   checkpoints.close()
@@ -335,6 +338,18 @@ def _train_and_evaluate(config, workdir: str, devices) -> dict[str, Any]:
     _log_summary(workdir, config, family, num_params, results, train_seconds,
                  final_step - start_step)
   return results
+
+
+def _timing(train_seconds: float, first_call_seconds: float, steps: int, per_call: int,
+            batch_size: int) -> dict:
+  """Seconds spent in train steps this session (the first call compiles), and
+  the examples/s of the calls after it (0 when there were none)."""
+  later_steps = max(steps - per_call, 0)
+  later_seconds = train_seconds - first_call_seconds
+  return {"train_seconds": train_seconds, "first_call_seconds": first_call_seconds,
+          "steps_this_session": steps,
+          "examples_per_second": (later_steps * batch_size / later_seconds
+                                  if later_steps and later_seconds > 0 else 0.0)}
 
 
 def _write_config(config, as_dict: dict, workdir: str) -> None:

@@ -105,6 +105,16 @@ class Autoencoder(Family):
 
     return sample, (params, jnp.asarray(mean, jnp.float32), jnp.asarray(chol, jnp.float32))
 
+  code_name = "bottleneck activation"
+
+  def codes(self, params, batch):
+    x = self.prepare(batch, None, train=False)
+    code = self.encode(params, x)
+    return code.reshape(code.shape[0], -1)
+
+  def anomaly_scores(self, params, batch, rng):
+    return {"reconstruction_mse": self.evaluate(params, batch, rng)["mse"]}
+
   def evaluate(self, params, batch, rng, final=False):
     x = self.prepare(batch, rng, train=False)
     logits = self._reconstruct_logits(params, x)

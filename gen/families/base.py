@@ -179,6 +179,22 @@ class Family:
     """Named pictures: [n, h, w, c] images in [0, 1], or [n, 2] points."""
     return {}
 
+  # --- what the family comparison asks (experiments/compare.py) ---------------
+  # Name of the code `codes` returns, or None for a family without an encoder.
+  code_name: str | None = None
+
+  def codes(self, params, batch: dict) -> jax.Array:
+    """[batch, d] float32: the family's code of each example (for a linear probe
+    and clustering); families with an encoder override it (see code_name)."""
+    raise NotImplementedError(f"{type(self).__name__} has no encoder")
+
+  def anomaly_scores(self, params, batch: dict, rng) -> dict[str, jax.Array]:
+    """The family's natural out-of-distribution scores, each [batch], higher =
+    more anomalous (gen.evaluate.ood): a reconstruction error, a negative
+    log-likelihood or bound, a discriminator's doubt, a denoising loss. Noise,
+    where a score needs it, is drawn per example id, as in `evaluate`."""
+    return {}
+
   # --- the step ----------------------------------------------------------------
   def train_step(self, state: TrainState, batch: dict, rng,
                  tx: optax.GradientTransformation) -> tuple[TrainState, dict]:

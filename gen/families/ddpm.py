@@ -309,6 +309,12 @@ class DDPM(Family):
       metrics[f"loss_t{fixed}"] = values
     return metrics
 
+  def anomaly_scores(self, params, batch, rng):
+    """The denoising loss at fixed noise levels (10%, 50%, 90% of T), averaged,
+    with noise drawn per example id: how badly the model predicts the noise
+    of x; a cheap stand-in for its likelihood bound."""
+    return {"denoising_loss": self.evaluate(params, batch, rng)["loss_fixed_t_mean"]}
+
   def _sample_unclipped(self, params, rng, num: int, temperature, sampler: str,
                         steps: int, eta: float):
     shape = (num, *self.info.shape)

@@ -101,6 +101,21 @@ class Flow(Family):
       metrics.update(true_nll=true_nll, nll_gap=loss - true_nll)
     return metrics
 
+  code_name = "latent z = f(x) (the whole flow)"
+
+  def codes(self, params, batch):
+    x = self.prepare(batch, None, train=False)
+    if self.is_image:
+      x, _ = likelihood.logit(x, self.logit_alpha)
+    z, _ = self.apply_model({"params": params}, x, method="forward")
+    return z
+
+  def anomaly_scores(self, params, batch, rng):
+    """The exact negative log-likelihood (bits/dim for images)."""
+    metrics = self.evaluate(params, batch, rng)
+    key = "bits_per_dim_exact" if self.is_image else "nll_exact"
+    return {key: metrics[key]}
+
   # --- sampling ----------------------------------------------------------------
   def sample(self, params, rng, num: int, temperature=1.0):
     """[num, *shape] samples: images in [0, 1] (not clipped), or points.

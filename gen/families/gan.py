@@ -302,6 +302,11 @@ class GAN(Family):
       metrics["fake_true_nll"] = -density.log_prob(fake)
     return metrics
 
+  def anomaly_scores(self, params, batch, rng):
+    """The discriminator's logit, negated: how unlike the training data D finds x."""
+    real = self.prepare(batch, rng, train=False)
+    return {"discriminator_logit_negated": -self.discriminate(params, real)}
+
   def sample(self, params, rng, num: int, temperature=1.0):
     """[num, *shape]: images in [0, 1] or points; temperature scales z."""
     out = self.generate_fixed(params["generator"], self.noise(rng, num, temperature))

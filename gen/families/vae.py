@@ -237,6 +237,19 @@ class VAE(Family):
       metrics["true_nll"] = -density.log_prob(x)
     return metrics
 
+  code_name = "posterior mean"
+
+  def codes(self, params, batch):
+    mean, _ = self.encode(params, self.prepare(batch, None, train=False))
+    return mean
+
+  def anomaly_scores(self, params, batch, rng):
+    """The negative ELBO and, with config.eval.iw_samples > 0, the negative
+    importance-weighted bound (bits/dim for 8-bit data, else nats)."""
+    metrics = self.evaluate(params, batch, rng, final=True)
+    return {key: value for key, value in metrics.items()
+            if key.endswith("_bound")}
+
   # --- pictures ---------------------------------------------------------------
   def _mean_image(self, out):
     """Decoder output -> the image it stands for, in [0, 1]."""

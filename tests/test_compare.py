@@ -1,0 +1,122 @@
+"""The family comparison: its report from made-up runs, and one real, restarted comparison."""
+
+import json
+import math
+import os
+import re
+import subprocess
+import sys
+
+from gen.evaluate import report
+from tests.helpers import ROOT
+
+_OOD = {"mnist": {"auroc": 0.2, "fpr_at_95_tpr": 0.99}, "flipped": {"auroc": 0.7,
+                                                                    "fpr_at_95_tpr": 0.8},
+        "noise": {"auroc": 1.0, "fpr_at_95_tpr": 0.0}, "mean_in": 3.0}
+
+
+def _run(family, label, budget, fid, flops_steps, **extra):
+  results = {"test": extra.pop("test", {}), "timing": {"train_seconds": budget * 1.1,
+                                                       "first_call_seconds": 2.0},
+             "sample_quality": {"fid": fid, "fid_val_vs_test": 2.0, "kid": 0.1, "precision": 0.5,
+                                "recall": 0.4, "precision_val_vs_test": 0.8,
+                                "recall_val_vs_test": 0.8, "num_samples": 500}}
+  analysis = {"representation": extra.pop("representation", {"n/a": "no encoder"}),
+              "out_of_distribution": extra.pop("ood", {}), "out_of_distribution_missing": {},
+              "sampling": {"seconds_per_sample": extra.pop("sample_seconds", 0.001)}}
+  return {"name": f"{family}_{budget}s", "family": family, "label": label, "budget": budget,
+          "unit": "seconds", "dir": "unused", "steps": flops_steps, "results": results,
+          "analysis": analysis}
+
+
+def _made_up_runs():
+  flow_ood = {"bits_per_dim_exact": {**_OOD, "mnist": {**_OOD["mnist"], "mean_out": 2.0}}}
+  gan_ood = {**_OOD, "flipped": {"auroc": 0.9, "fpr_at_95_tpr": 0.5}}
+  return [
+      _run("realnvp", "RealNVP flow", 10, 300.0, 100, test={"bits_per_dim_exact": 3.3},
+           ood=flow_ood, representation={"linear_probe_accuracy": 0.7, "kmeans_nmi": 0.4,
+                                         "chance_accuracy": 0.1, "code": "z"}),
+      _run("realnvp", "RealNVP flow", 30, 200.0, 300, test={"bits_per_dim_exact": 3.2},
+           ood=flow_ood, representation={"linear_probe_accuracy": 0.75, "kmeans_nmi": 0.45,
+                                         "chance_accuracy": 0.1, "code": "z"}),
+      _run("dcgan", "DCGAN", 10, 150.0, 1000, sample_seconds=0.0005,
+           ood={"discriminator_logit_negated": gan_ood}),
+      _run("dcgan", "DCGAN", 30, 90.0, 3000, sample_seconds=0.0005,
+           ood={"discriminator_logit_negated": gan_ood}),
+      # A run that never finished must show as such, not vanish.
+      {"name": "ddpm_30s", "family": "ddpm", "label": "DDPM", "budget": 30, "unit": "seconds",
+       "dir": "unused", "steps": 50},
+  ]
+
+
+def test_the_report_has_every_section_and_names_the_run_behind_each_claim(tmp_path):
+  calibration = {"realnvp": {"params": 670_000, "examples_per_second": 150.0,
+                             "flops_per_step": 1e9, "device": "cpu"},
+                 "dcgan": {"params": 1_600_000, "examples_per_second": 270.0,
+                           "flops_per_step": 2e9, "device": "cpu"},
+                 "ddpm": {"params": 690_000, "examples_per_second": 95.0, "flops_per_step": None}}
+  runs = _made_up_runs()
+  paths = report.write(str(tmp_path), runs, calibration,
+                       {"data": "fashion_mnist", "budget_unit": "seconds", "command": "compare",
+                        "wall_seconds": 60.0, "analysis_examples": 100,
+                        "left_out": {"autoencoder (conv)": "no :digits variant"}})
+  text = open(paths[0]).read()
+  for heading in ("## The answer", "## Every run", "## Spotting what does not belong",
+                  "## Samples", "## How to read it"):
+    assert heading in text
+  assert "Left out: autoencoder (conv) (no :digits variant)" in text
+  claims = report.decisions([report.row_of(r, calibration) for r in runs],
+                            report.ood_table(report._largest_budget_rows(
+                                [report.row_of(r, calibration) for r in runs]), runs)[1])
+  by_need = {c["need"]: c for c in claims}
+  best = by_need["the best samples, at the largest budget"]
+  assert best["choose"] == "DCGAN" and best["evidence"].startswith("dcgan_30s: FD 90")
+  assert by_need["an exact likelihood of an image"]["evidence"].startswith("realnvp_30s: 3.2")
+  assert by_need["the fastest sampling"]["choose"] == "DCGAN"
+  codes = by_need["codes that a linear classifier can read"]
+  assert codes["choose"] == "RealNVP flow"
+  assert codes["agrees"] == "n/a: the textbook's choice was not in this comparison"
+  flipped = by_need["telling flipped images from the test set"]
+  assert flipped["choose"] == "DCGAN" and flipped["evidence"].startswith("dcgan_30s: AUROC 0.9")
+  assert flipped["agrees"] == "no: the table follows the number"  # the flow ran, and lost
+  # Every table cell is a number, text, or "n/a: <why>" (never a bare n/a or None).
+  for line in text.splitlines():
+    if line.startswith("|") and "---" not in line:
+      for cell in line.strip("|").split("|"):
+        cell = cell.strip()
+        assert cell != "None" and cell != "nan" and cell != report.NA, line
+  assert "ddpm_30s" in text and "n/a: the run did not finish" in text
+  assert "MNIST 2 bits/dim, lower: MNIST is more likely" in text
+  page = open(paths[1]).read()
+  assert "src='data:image/png;base64," in page and not re.search(r"src='(?!data:)", page)
+
+
+def _compare(tmp_path, *extra):
+  command = [sys.executable, os.path.join(ROOT, "experiments", "compare.py"),
+             f"--workdir={tmp_path / 'compare'}", "--data=digits",
+             "--families=autoencoder,vae", "--budget_unit=steps", "--budgets=20",
+             f"--classifier={tmp_path / 'classifier'}", "--parallel=2", "--samples=100",
+             "--analysis_examples=100", "--calibration_seconds=0.5", *extra]
+  return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
+
+
+def test_a_real_comparison_writes_its_report_and_a_restart_reruns_nothing(tmp_path):
+  first = _compare(tmp_path)
+  assert first.returncode == 0, first.stderr[-3000:]
+  folder = tmp_path / "compare"
+  text = (folder / "report.md").read_text()
+  rows = [line for line in text.splitlines() if re.match(r"\| \w+_20steps \|", line)]
+  assert {row.split("|")[1].strip() for row in rows} == {"autoencoder_20steps", "vae_20steps"}
+  for row in rows:  # measured numbers are finite
+    for cell in row.split("|")[5:9]:
+      number = cell.strip().split(" ")[0]
+      assert number != "n/a" and math.isfinite(float(number)), row
+  analysis = json.loads((folder / "vae_20steps" / "analysis.json").read_text())
+  assert 0 <= analysis["out_of_distribution"]["bits_per_dim_elbo_bound"]["noise"]["auroc"] <= 1
+  assert "MNIST images are (28, 28, 1)" in analysis["out_of_distribution_missing"]["mnist"]
+  stamps = {p: p.stat().st_mtime for p in folder.rglob("*.json") if p.name != "calibration.json"}
+  second = _compare(tmp_path)
+  assert second.returncode == 0, second.stderr[-3000:]
+  assert second.stderr.count("finished, not run again") == 2
+  assert "calibrating" not in second.stderr and "training the feature classifier" not in second.stderr
+  assert {p: p.stat().st_mtime for p in stamps} == stamps  # results and analyses reused
