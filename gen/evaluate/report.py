@@ -117,24 +117,24 @@ def row_of(run: dict, calibration: dict) -> dict:
   return row
 
 
-def _largest_budget_rows(rows: list[dict]) -> dict[str, dict]:
-  best: dict[str, dict] = {}
+def _rows_at_budget(rows: list[dict], largest: bool) -> dict[str, dict]:
+  """Each family's finished run at its largest (or smallest) budget."""
+  chosen: dict[str, dict] = {}
   for row in rows:
     if "all" in row["why"]:
       continue
-    if row["family"] not in best or row["budget"] > best[row["family"]]["budget"]:
-      best[row["family"]] = row
-  return best
+    current = chosen.get(row["family"])
+    if current is None or (row["budget"] > current["budget"]) == largest:
+      chosen[row["family"]] = row
+  return chosen
+
+
+def _largest_budget_rows(rows: list[dict]) -> dict[str, dict]:
+  return _rows_at_budget(rows, largest=True)
 
 
 def _smallest_budget_rows(rows: list[dict]) -> dict[str, dict]:
-  best: dict[str, dict] = {}
-  for row in rows:
-    if "all" in row["why"]:
-      continue
-    if row["family"] not in best or row["budget"] < best[row["family"]]["budget"]:
-      best[row["family"]] = row
-  return best
+  return _rows_at_budget(rows, largest=False)
 
 
 # --- the decision table -----------------------------------------------------------
