@@ -11,6 +11,9 @@ cores.
   python experiments/main.py --config=configs/autoencoder.py:digits --workdir=runs/ae_digits
 
 is the quick variant: 8x8 digits, 40 steps, seconds; the tests run it.
+
+  :gpu  accelerator-sized: batch 4096 (same network and steps, so more
+        epochs); not yet measured on an accelerator (experiments/device_suite.py).
 """
 
 from configs import default
@@ -28,7 +31,10 @@ def get_config(variant: str = ""):
     default.use_quick_digits(config)
     config.model.hidden_sizes = (32,)
     config.model.bottleneck = 8
+  elif variant == "gpu":
+    # Batch 128 leaves an accelerator idle between launches of this tiny net.
+    config.train.batch_size = 4096
   elif variant:
     raise ValueError(f"--config=configs/autoencoder.py:{variant}: unknown variant; "
-                     f"valid: digits (or none)")
+                     f"valid: digits, gpu (or none)")
   return config

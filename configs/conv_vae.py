@@ -8,7 +8,8 @@ eval.batch_size=100): test bits/dim ELBO 3.310, importance-weighted K=1000
 3.259 (both bounds; RealNVP's exact figure is 3.298 at
 9,000 steps, 3.192 at 22,000).
 
-Variants as configs/vae.py: binarized, latent2, digits.
+Variants as configs/vae.py: binarized, latent2, digits, and gpu (accelerator-sized:
+batch 512, same network; not yet measured on an accelerator, experiments/device_suite.py).
 """
 
 from configs import default, vae

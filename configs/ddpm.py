@@ -27,6 +27,11 @@ End-of-run samples use DDIM with config.eval.sampling_steps = 50 steps
 
 Variants (--config=configs/ddpm.py:<variant>):
   digits  8x8 digits, a tiny U-Net and T = 100; seconds. The tests run it.
+  gpu     accelerator-sized: Ho et al.'s CIFAR-10 U-Net (channels 128, mults
+          1-2-2-2, 2 res blocks, attention at 16x16, 32 groups, dropout 0.1;
+          35.7M parameters; 28x28 is reflect-padded to 32x32 inside the U-Net,
+          levels 32/16/8/4), batch 128, lr 2e-4; not yet measured on an
+          accelerator (experiments/device_suite.py; PyTorch twin: torch_twins' ddpm_ho).
 """
 
 from configs import default
@@ -82,7 +87,16 @@ def get_config(variant: str = ""):
     config.train.ema_decay = 0.0
     config.optimizer.warmup_steps = 0
     config.eval.sampling_steps = 10
+  elif variant == "gpu":
+    config.model.channels = 128
+    config.model.channel_mults = (1, 2, 2, 2)
+    config.model.num_res_blocks = 2
+    config.model.attention_resolutions = (16,)
+    config.model.num_groups = 32
+    config.model.dropout = 0.1
+    config.train.batch_size = 128
+    config.optimizer.learning_rate = 2e-4  # the paper's, for this width
   elif variant:
     raise ValueError(f"--config=configs/ddpm.py:{variant}: unknown variant; "
-                     f"valid: digits (or none)")
+                     f"valid: digits, gpu (or none)")
   return config

@@ -16,6 +16,9 @@ Variants:
   :toy2d     an MLP pair on the ring of 8 Gaussians; mode coverage in results.json
              (--config.model.loss=minimax for the original, saturating game)
   :digits    8x8 digits, seconds; the tests run it
+  :gpu       accelerator-sized: generator (256, 128), discriminator (128, 256),
+             batch 256; not yet measured on an accelerator (experiments/device_suite.py;
+             its PyTorch twin is experiments/torch_twins.py's dcgan_gpu)
 """
 
 from configs import default
@@ -71,7 +74,11 @@ def get_config(variant: str = ""):
     config.model.generator_channels = (32,)
     config.model.discriminator_channels = (32,)
     config.train.ema_decay = 0.9
+  elif variant == "gpu":
+    config.model.generator_channels = (256, 128)
+    config.model.discriminator_channels = (128, 256)
+    config.train.batch_size = 256
   elif variant:
     raise ValueError(f"--config=configs/gan.py:{variant}: unknown variant; "
-                     f"valid: toy2d, digits (or none)")
+                     f"valid: toy2d, digits, gpu (or none)")
   return config

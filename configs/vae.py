@@ -12,6 +12,8 @@ Variants (--config=configs/vae.py:<variant>):
   latent2    a 2-D latent space, whose test latents are drawn coloured by label.
   digits     8x8 digits, seconds; the tests run it.
   toy2d      a ring of 8 Gaussians with a Gaussian decoder; seconds.
+  gpu        accelerator-sized: batch 512 (same network and steps, so more
+             epochs); not yet measured on an accelerator (experiments/device_suite.py).
 """
 
 from configs import default
@@ -68,6 +70,8 @@ def apply_variant(config, variant: str, path: str):
     config.eval.iw_chunk = 50
     config.eval.num_images = 1000
     config.checkpoint.every_steps = 1000
+  elif variant == "gpu":
+    config.train.batch_size = 512
   elif variant:
     raise ValueError(f"--config={path}:{variant}: unknown variant; "
-                     f"valid: binarized, latent2, digits, toy2d (or none)")
+                     f"valid: binarized, latent2, digits, toy2d, gpu (or none)")

@@ -8,6 +8,13 @@ Every case runs in its own process, so that its peak memory is its own and
 XLA flags (read once, at JAX's start) can differ between cases. Each prints:
   examples/s   median over --repeats windows of --steps train steps
   compile s    first call: tracing + XLA compilation (+ its steps)
+  GFLOP/step   XLA's count of ONE compiled train step (gen.train.compute.
+               compiled_flops; a scan's loop body would count once, so the
+               one-step program is counted); PyTorch rows: the JAX count of
+               the same network (*)
+  GFLOP/s, MFU achieved = FLOPs per step x steps/s; MFU by gen.train.compute.mfu:
+               on a CPU over a float32 matmul measured on it (the table's note
+               says which), on an accelerator over its dense bf16 peak
   peak MB      the process's peak resident memory
 
 Batch 128 of real Fashion-MNIST (uint8, scaled on the device as in training),
@@ -95,11 +102,14 @@ def _time_windows(run_window) -> list[float]:
 
 def _time_jax(run, carry, first_input, inputs, steps_per_call: int,
               read_each: bool = False) -> dict:
-  """Compile time of run(carry, first_input), then throughput over windows of inputs().
+  """Compile time of run(carry, first_input), then throughput over windows of
+  inputs(), and XLA's FLOP count of one step (run on the first step's inputs).
 
   read_each: fetch the metrics of every call to the host, as the training loop does.
   """
   import jax
+
+  from gen.train import compute
 
   start = time.perf_counter()
   carry, metrics = run(carry, first_input)
@@ -116,8 +126,13 @@ def _time_jax(run, carry, first_input, inputs, steps_per_call: int,
 
   times = _time_windows(window)
   steps = _STEPS.value // steps_per_call * steps_per_call
+  # Counted on a one-step call: with several steps per call, a rolled loop
+  # counts its body once. With one step per call this reuses the compiled step.
+  one_step = (first_input if steps_per_call == 1
+              else jax.tree_util.tree_map(lambda x: x[:1], first_input))
   return {"examples_per_s": steps * _BATCH.value / statistics.median(times),
-          "compile_s": compile_s}
+          "compile_s": compile_s, "flops_per_step": compute.compiled_flops(run, carry, one_step),
+          "device_kind": jax.devices()[0].device_kind}
 
 
 def _run_jax(model: str, settings: dict) -> dict:
@@ -368,6 +383,27 @@ def _launch(name: str) -> dict:
   return json.loads(lines[-1])
 
 
+def _flops_by_model(results: dict) -> dict:
+  """XLA's FLOPs per step of each network ("dense", "conv"), from a JAX case that
+  ran it in the shipped form (flax layout; any transposed-convolution form has
+  the same multiplications, bar the dilated one's zeros)."""
+  flops = {}
+  for name, runs in results.items():
+    framework, model, settings = CASES[name]
+    if framework != "jax" or settings.get("layout") or "conv_transpose_impl" in settings:
+      continue
+    for run in runs:
+      if run.get("flops_per_step"):
+        flops.setdefault(model, run["flops_per_step"])
+  return flops
+
+
+def _mfu(flops_per_second: float, device_kind: str):
+  """gen.train.compute.mfu for a case's device (measured here, for a CPU)."""
+  from gen.train import compute
+  return compute.mfu(flops_per_second, device_kind)
+
+
 def _describe(name: str) -> str:
   framework, model, settings = CASES[name]
   parts = [f"{k}={v}" for k, v in settings.items()]
@@ -393,18 +429,37 @@ def main(argv):
   for _ in range(_ROUNDS.value):
     for name in names:
       results[name].append(_launch(name))
-  print("| case | setting | examples/s | (range over rounds) | compile (first call) s | peak MB |")
-  print("|---|---|---:|---|---:|---:|")
+  print("| case | setting | examples/s | (range over rounds) | compile (first call) s | "
+        "GFLOP/step | GFLOP/s | MFU | peak MB |")
+  print("|---|---|---:|---|---:|---:|---:|---:|---:|")
+  flops = _flops_by_model(results)
+  bases = []
   for name, runs in results.items():
     errors = [r["error"] for r in runs if "error" in r]
     if errors:
-      print(f"| {name} | {_describe(name)} | failed: {errors[0][:200]} | | | |", flush=True)
+      print(f"| {name} | {_describe(name)} | failed: {errors[0][:200]} | | | | | | |",
+            flush=True)
       continue
     rates = [r["examples_per_s"] for r in runs]
     spread = f"{min(rates):,.0f}-{max(rates):,.0f}" if len(rates) > 1 else ""
+    framework, model, _ = CASES[name]
+    step_flops = runs[0].get("flops_per_step") if framework == "jax" else flops.get(model)
+    cells = ["n/a"] * 3
+    if step_flops:
+      achieved = step_flops * statistics.median(rates) / _BATCH.value
+      value, basis = _mfu(achieved, runs[0].get("device_kind", "cpu"))
+      mark = "" if framework == "jax" else "*"
+      cells = [f"{step_flops / 1e9:.3g}{mark}", f"{achieved / 1e9:,.1f}",
+               "n/a" if value is None else f"{value:.1%}"]
+      if basis not in bases:
+        bases.append(basis)
     print(f"| {name} | {_describe(name)} | {statistics.median(rates):,.0f} | {spread} | "
-          f"{statistics.median(r['compile_s'] for r in runs):.2f} | "
+          f"{statistics.median(r['compile_s'] for r in runs):.2f} | {' | '.join(cells)} | "
           f"{max(r['peak_mb'] for r in runs):,.0f} |", flush=True)
+  for basis in bases:
+    print(f"\nMFU: {basis}")
+  if any(CASES[name][0] == "torch" for name in results):
+    print("*: PyTorch rows use XLA's count of the JAX step of the same network")
 
 if __name__ == "__main__":
   app.run(main)

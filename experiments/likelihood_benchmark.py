@@ -9,8 +9,13 @@
 
 Speed: `--repeats` windows of `--steps` compiled train steps on real batches
 of the config's data; the median window is reported (after a first call that
-compiles). Sampling: one compiled call drawing `--samples` samples, timed
-after a first call, divided by the count. Both on whatever JAX runs on.
+compiles). Beside it, FLOPs per train step (XLA's count of the compiled step,
+gen.train.compute.compiled_flops, summed over the devices), the achieved
+FLOP/s and MFU (gen.train.compute.mfu: on an accelerator over its dense bf16
+peak, per device; on a CPU over a float32 matmul measured on it, which the
+table's note states). Sampling: one compiled call drawing `--samples`
+samples, timed after a first call, divided by the count. Both on whatever JAX
+runs on.
 
 Quality: every likelihood number of results.json, with its kind in its name
 (exact = a flow's density of dequantized data; *_bound = an upper bound on
@@ -33,7 +38,7 @@ from absl import app, flags  # noqa: E402
 
 from gen import data as data_lib  # noqa: E402
 from gen import families, platform  # noqa: E402
-from gen.train import sharding, steps  # noqa: E402
+from gen.train import compute, sharding, steps  # noqa: E402
 
 _CONFIGS = flags.DEFINE_list("configs", ["configs/realnvp.py", "configs/vae.py",
                                          "configs/conv_vae.py", "configs/realnvp2d.py"],
@@ -65,8 +70,30 @@ def _load_config(spec: str):
   return config
 
 
+def utilization(device_flops_per_step: float | None, steps_per_second: float,
+                mesh) -> dict:
+  """FLOPs per step over the mesh, achieved FLOP/s and MFU, from one device's count.
+
+  compiled_flops of a program split over the mesh is one device's share, so
+  the step's total is that times the devices. MFU compares like with like:
+  on an accelerator, one device's rate with one device's peak; on a CPU,
+  whose host devices all share its cores, the total with the CPU's
+  measured matmul rate.
+  """
+  if device_flops_per_step is None:
+    return {"flops_per_step": None, "flops_per_second": None, "mfu": None,
+            "mfu_basis": "XLA gave no cost analysis on this backend"}
+  device = mesh.devices.flat[0]
+  total = device_flops_per_step * mesh.size
+  rate = (total if device.platform == "cpu" else device_flops_per_step) * steps_per_second
+  value, basis = compute.mfu(rate, device)
+  return {"flops_per_step": total, "flops_per_second": total * steps_per_second, "mfu": value,
+          "mfu_basis": basis}
+
+
 def measure_speed(spec: str) -> dict:
-  """Train examples/s (median window) and seconds per sample of `spec`'s model."""
+  """Train examples/s (median window), FLOPs per step, achieved FLOP/s and MFU
+  (`utilization`), and seconds per sample of `spec`'s model."""
   config = _load_config(spec)
   mesh = sharding.make_mesh(None)
   dataset = data_lib.load(config)
@@ -80,6 +107,8 @@ def measure_speed(spec: str) -> dict:
   state, _ = train_fn(state, batches[0])
   jax.block_until_ready(state)
   compile_seconds = time.perf_counter() - start
+  # One step, as compiled above (the executable is reused, not rebuilt).
+  device_flops = compute.compiled_flops(train_fn, state, batches[0])
   windows = []
   for _ in range(_REPEATS.value):
     start = time.perf_counter()
@@ -87,7 +116,8 @@ def measure_speed(spec: str) -> dict:
       state, _ = train_fn(state, batch)
     jax.block_until_ready(state)
     windows.append(time.perf_counter() - start)
-  examples_per_second = _STEPS.value * config.train.batch_size / statistics.median(windows)
+  steps_per_second = _STEPS.value / statistics.median(windows)
+  examples_per_second = steps_per_second * config.train.batch_size
 
   params = sharding.single_device(state.params)
   sample = jax.jit(family.sample, static_argnums=2)
@@ -97,19 +127,30 @@ def measure_speed(spec: str) -> dict:
   per_sample = (time.perf_counter() - start) / _SAMPLES.value
   return {"config": spec, "model": config.model.name, "data": dataset.info.name,
           "batch": config.train.batch_size, "examples_per_second": examples_per_second,
-          "compile_seconds": compile_seconds, "ms_per_sample": 1000 * per_sample}
+          "compile_seconds": compile_seconds, "ms_per_sample": 1000 * per_sample,
+          **utilization(device_flops, steps_per_second, mesh)}
 
 
 def print_speed_table(specs: list[str]) -> None:
   """One row of measure_speed per config spec, as a markdown table."""
   print(f"devices: {jax.device_count()} x {jax.devices()[0].device_kind}")
-  print("| config | model | data | batch | train examples/s | compile s | ms/sample |")
-  print("|---|---|---|---|---|---|---|")
+  print("| config | model | data | batch | train examples/s | compile s | GFLOP/step "
+        "| GFLOP/s | MFU | ms/sample |")
+  print("|---|---|---|---|---|---|---|---|---|---|")
+  bases = []
   for spec in specs:
     row = measure_speed(spec)
+    flops, rate, mfu = row["flops_per_step"], row["flops_per_second"], row["mfu"]
     print(f"| {row['config']} | {row['model']} | {row['data']} | {row['batch']} | "
           f"{row['examples_per_second']:.0f} | {row['compile_seconds']:.1f} | "
+          f"{'n/a' if flops is None else f'{flops / 1e9:.3g}'} | "
+          f"{'n/a' if rate is None else f'{rate / 1e9:,.1f}'} | "
+          f"{'n/a' if mfu is None else f'{mfu:.1%}'} | "
           f"{row['ms_per_sample']:.3f} |", flush=True)
+    if row["mfu_basis"] not in bases:
+      bases.append(row["mfu_basis"])
+  for basis in bases:
+    print(f"\nMFU: {basis}")
 
 
 def _likelihood_rows(workdir: str) -> list[str]:

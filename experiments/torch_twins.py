@@ -10,6 +10,8 @@ jax (or a CPU-only run) can time the twins alone.
 
 Models (MODELS):
   dcgan    configs/gan.py on 28x28x1: 1,610,946 parameters, as gen's
+  dcgan_gpu  configs/gan.py:gpu (generator (256, 128), discriminator (128, 256)):
+           4,794,754 parameters, as gen's
   ddpm     configs/ddpm.py's U-Net on 28x28x1 as diffusers' UNet2DModel: 686,769, as gen's
   ddpm_ho  Ho et al.'s CIFAR-10 widths (128, mults 1-2-2-2, 2 blocks, attention
            at 16x16, dropout 0.1) on 32x32x1: 35,741,697, as gen's UNet so configured
@@ -38,13 +40,19 @@ import torch.nn.functional as F
 from absl import app, flags
 from torch import nn
 
-MODELS = ("dcgan", "ddpm", "ddpm_ho")
+MODELS = ("dcgan", "dcgan_gpu", "ddpm", "ddpm_ho")
 DTYPES = ("float32", "bfloat16")
 
 # configs/gan.py and configs/ddpm.py (what the twins copy).
 DCGAN_IMAGE_SHAPE = (1, 28, 28)
 GAN_SETTINGS = dict(latent_dim=64, generator_channels=(128, 64),
                     discriminator_channels=(64, 128), learning_rate=2e-4, b1=0.5)
+# Each DCGAN twin by name: configs/gan.py and its :gpu variant (twice the widths).
+DCGAN_SETTINGS = {
+    "dcgan": GAN_SETTINGS,
+    "dcgan_gpu": dict(GAN_SETTINGS, generator_channels=(256, 128),
+                      discriminator_channels=(128, 256)),
+}
 DDPM_SCHEDULE = dict(timesteps=1000, beta_start=1e-4, beta_end=0.02)
 UNET_SETTINGS = {
     # configs/ddpm.py: widths 16/32/64 at 28/14/7, attention at 7x7, 8 groups.
@@ -121,8 +129,10 @@ class DCGANDiscriminator(nn.Module):
     return self.body(x)[:, 0]
 
 
-def make_dcgan(image_shape=DCGAN_IMAGE_SHAPE) -> tuple[DCGANGenerator, DCGANDiscriminator]:
-  settings = GAN_SETTINGS
+def make_dcgan(image_shape=DCGAN_IMAGE_SHAPE,
+               name: str = "dcgan") -> tuple[DCGANGenerator, DCGANDiscriminator]:
+  """The generator and discriminator of DCGAN_SETTINGS[name]."""
+  settings = DCGAN_SETTINGS[name]
   return (DCGANGenerator(settings["latent_dim"], image_shape, settings["generator_channels"]),
           DCGANDiscriminator(image_shape, settings["discriminator_channels"]))
 
@@ -246,16 +256,17 @@ def make_train_step(model_name: str, device, dtype: str = "float32",
   prepare = lambda module: module.to(device=device, memory_format=memory_format)
   maybe_compile = (lambda module: torch.compile(module)) if compile else (lambda module: module)
 
-  if model_name == "dcgan":
-    generator, discriminator = (prepare(m) for m in make_dcgan())
+  if model_name in DCGAN_SETTINGS:
+    settings = DCGAN_SETTINGS[model_name]
+    generator, discriminator = (prepare(m) for m in make_dcgan(name=model_name))
     params = count_params(generator, discriminator)
-    g_opt = _adam(generator.parameters(), GAN_SETTINGS["learning_rate"], GAN_SETTINGS["b1"],
+    g_opt = _adam(generator.parameters(), settings["learning_rate"], settings["b1"],
                   fused_adam)
-    d_opt = _adam(discriminator.parameters(), GAN_SETTINGS["learning_rate"],
-                  GAN_SETTINGS["b1"], fused_adam)
+    d_opt = _adam(discriminator.parameters(), settings["learning_rate"],
+                  settings["b1"], fused_adam)
     ema = _EMA(generator, ema_decay) if ema_decay else None
     run_g, run_d = maybe_compile(generator), maybe_compile(discriminator)
-    latent_dim = GAN_SETTINGS["latent_dim"]
+    latent_dim = settings["latent_dim"]
 
     def step(real):
       real = real.contiguous(memory_format=memory_format)

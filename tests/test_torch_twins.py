@@ -21,8 +21,13 @@ def _count(tree) -> int:
   return sum(math.prod(leaf.shape) for leaf in jax.tree_util.tree_leaves(tree))
 
 
-def _dcgan_family():
-  return families.make(gan.get_config(), SourceInfo("fashion_mnist", (28, 28, 1), "image", 10))
+# (twin, configs/gan.py variant it copies)
+DCGAN_TWINS = [("dcgan", ""), ("dcgan_gpu", "gpu")]
+
+
+def _dcgan_family(variant: str = ""):
+  return families.make(gan.get_config(variant),
+                       SourceInfo("fashion_mnist", (28, 28, 1), "image", 10))
 
 
 def _our_unet_count(name: str) -> int:
@@ -37,11 +42,13 @@ def _our_unet_count(name: str) -> int:
   return _count(jax.eval_shape(family.init_params, jax.random.PRNGKey(0)))
 
 
-def test_dcgan_twin_has_our_parameter_count():
-  params = jax.eval_shape(_dcgan_family().init_params, jax.random.PRNGKey(0))
+@pytest.mark.parametrize("name, variant, expected",
+                         [("dcgan", "", 1_610_946), ("dcgan_gpu", "gpu", 4_794_754)])
+def test_dcgan_twin_has_our_parameter_count(name, variant, expected):
+  params = jax.eval_shape(_dcgan_family(variant).init_params, jax.random.PRNGKey(0))
   ours = _count(params["generator"]) + _count(params["discriminator"])
-  generator, discriminator = torch_twins.make_dcgan()
-  assert ours == 1_610_946
+  generator, discriminator = torch_twins.make_dcgan(name=name)
+  assert ours == expected
   assert torch_twins.count_params(generator, discriminator) == ours
 
 
@@ -91,8 +98,9 @@ def _load_ours_into_twin(params, generator, discriminator) -> None:
     dense.bias.copy_(_tensor(d["Dense_0"]["bias"]))
 
 
-def test_dcgan_twin_computes_our_function():
-  family = _dcgan_family()
+@pytest.mark.parametrize("name, variant", DCGAN_TWINS)
+def test_dcgan_twin_computes_our_function(name, variant):
+  family = _dcgan_family(variant)
   # Random values of the right shapes (flax's initializers cost seconds to
   # compile, and any values will do), large enough that every layer matters.
   shapes = jax.eval_shape(family.init_params, jax.random.PRNGKey(0))
@@ -104,7 +112,7 @@ def test_dcgan_twin_computes_our_function():
       return (noise / math.sqrt(math.prod(leaf.shape[:-1]))).astype(np.float32)
     return (0.1 * noise + (path[-1].key == "scale")).astype(np.float32)
   params = jax.tree_util.tree_map_with_path(draw, shapes)
-  generator, discriminator = torch_twins.make_dcgan()
+  generator, discriminator = torch_twins.make_dcgan(name=name)
   _load_ours_into_twin(params, generator, discriminator)
   z = np.random.default_rng(0).normal(size=(8, 64)).astype(np.float32)
   # Our modules' own methods, called with their first arguments only; jitted,

@@ -1,0 +1,1 @@
+PIP_BREAK_SYSTEM_PACKAGES=1 python3 -m pip install -q --no-index --find-links build/device_carry/wheels ml-collections diffusers || PIP_BREAK_SYSTEM_PACKAGES=1 python3 -m pip install -q --user --no-index --find-links build/device_carry/wheels ml-collections diffusers; PYTHONPATH=. python3 experiments/device_suite.py --out=$OUT/suite
