@@ -107,8 +107,9 @@ def load_config(family: str):
 
 
 def calibrate(family: str) -> dict:
-  """Steps/s of `family`'s train step alone on this machine, after compiling, and
-  the FLOPs of one step (XLA's cost analysis); one device, as the runs use."""
+  """Steps/s of `family`'s train step alone on this machine, compiled as its runs
+  compile it (steps_per_call, unrolling), and the FLOPs of one step (XLA's cost
+  analysis of a one-step program: a rolled loop would count its body once)."""
   import jax
 
   from gen import data as data_lib
@@ -116,34 +117,36 @@ def calibrate(family: str) -> dict:
   from gen.train import compute, sharding, steps
 
   config = load_config(family)
-  config.train.steps_per_call = 1
+  per_call = config.train.steps_per_call
   mesh = sharding.make_mesh(jax.devices()[:1])
   dataset = data_lib.load(config)
   model = families.make(config, dataset.info)
   tx = model.make_optimizer()
   state = steps.init_state(model, tx, config, mesh)
-  train_fn = steps.make_train_fn(model, tx, mesh, 1)
-  batch = lambda step: sharding.put_batch(dataset.train.stacked(step, 1), mesh, batch_dim=1)
+  train_fn = steps.make_train_fn(model, tx, mesh, config.train.unroll_steps)
+  batch = lambda step, count: sharding.put_batch(dataset.train.stacked(step, count), mesh,
+                                                 batch_dim=1)
+  flops = compute.compiled_flops(steps.make_train_fn(model, tx, mesh, 1), state, batch(0, 1))
   start = time.perf_counter()
-  state, _ = train_fn(state, batch(0))
+  state, _ = train_fn(state, batch(0, per_call))
   jax.block_until_ready(state)
   compile_seconds = time.perf_counter() - start
-  flops = compute.compiled_flops(train_fn, state, batch(1))
-  times, step = [], 1
+  times, step = [], per_call
   deadline = time.perf_counter() + _CALIBRATION_SECONDS.value
   while time.perf_counter() < deadline or len(times) < 3:
-    next_batch = batch(step)
+    next_batch = batch(step, per_call)
     start = time.perf_counter()
     state, _ = train_fn(state, next_batch)
     jax.block_until_ready(state)
     times.append(time.perf_counter() - start)
-    step += 1
-  seconds_per_step = statistics.median(times)
+    step += per_call
+  seconds_per_step = statistics.median(times) / per_call
   return {"steps_per_second": 1.0 / seconds_per_step,
           "examples_per_second": config.train.batch_size / seconds_per_step,
           "flops_per_step": flops, "compile_seconds": compile_seconds,
-          "batch_size": config.train.batch_size, "timed_steps": len(times),
-          "params": model.num_params(state.params), "device": jax.devices()[0].device_kind}
+          "steps_per_call": per_call, "batch_size": config.train.batch_size,
+          "timed_calls": len(times), "params": model.num_params(state.params),
+          "device": jax.devices()[0].device_kind}
 
 
 def calibration(workdir: str, families: list[str]) -> dict:

@@ -8,7 +8,7 @@ import subprocess
 import sys
 
 from gen.evaluate import report
-from tests.helpers import ROOT
+from tests.helpers import ROOT, subprocess_env
 
 _OOD = {"mnist": {"auroc": 0.2, "fpr_at_95_tpr": 0.99}, "flipped": {"auroc": 0.7,
                                                                     "fpr_at_95_tpr": 0.8},
@@ -97,7 +97,8 @@ def _compare(tmp_path, *extra):
              "--families=autoencoder,vae", "--budget_unit=steps", "--budgets=20",
              f"--classifier={tmp_path / 'classifier'}", "--parallel=2", "--samples=100",
              "--analysis_examples=100", "--calibration_seconds=0.5", *extra]
-  return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
+  return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600,
+                        env=subprocess_env())
 
 
 def test_a_real_comparison_writes_its_report_and_a_restart_reruns_nothing(tmp_path):

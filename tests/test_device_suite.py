@@ -16,7 +16,7 @@ from experiments import device_suite
 from gen import config as config_lib
 from gen import families, platform
 from gen.data import SourceInfo
-from tests.helpers import ROOT
+from tests.helpers import ROOT, subprocess_env
 
 FASHION_MNIST = SourceInfo("fashion_mnist", (28, 28, 1), "image", 10)
 GPU_CONFIGS = ["autoencoder", "conv_autoencoder", "vae", "conv_vae", "realnvp", "gan", "ddpm"]
@@ -132,7 +132,7 @@ def test_tiny_run_reports_every_case(tmp_path):
              "--size=tiny", "--families=autoencoder,ddpm", "--dtypes=bfloat16",
              "--sweep_share_s=0", "--optional_budget_s=0", f"--out={out}"]
   done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=400,
-                        env=dict(os.environ, PYTHONUNBUFFERED="1"))
+                        env=subprocess_env())
   assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
   report = json.loads((out / "device_suite.json").read_text())
   rows = {row["id"]: row for row in report["cases"]}
@@ -167,7 +167,8 @@ def test_tiny_run_reports_every_case(tmp_path):
 def test_likelihood_benchmark_speed_table_has_flops_and_mfu():
   command = [sys.executable, os.path.join(ROOT, "experiments", "likelihood_benchmark.py"),
              "--configs=configs/vae.py:digits", "--steps=2", "--repeats=1", "--samples=4"]
-  done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
+  done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300,
+                        env=subprocess_env())
   assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
   header = next(l for l in done.stdout.splitlines() if l.startswith("| config"))
   row = next(l for l in done.stdout.splitlines() if l.startswith("| configs/vae.py:digits"))

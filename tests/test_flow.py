@@ -47,10 +47,11 @@ def test_squeeze_is_inverted_by_unsqueeze():
 @pytest.mark.parametrize("shape,num_scales", [((8, 8, 1), 2), ((28, 28, 1), 2), ((4, 4, 3), 1)])
 def test_image_flow_inverse_returns_the_input(shape, num_scales):
   model, params, x = _image_flow(shape, num_scales)
-  z, log_det = model.apply({"params": params}, x, method="forward")
+  # Compiled: op by op, a flow's many small ops take seconds each to dispatch.
+  z, log_det = jax.jit(lambda v: model.apply({"params": params}, v, method="forward"))(x)
   assert z.shape == (3, math.prod(shape))
   assert float(jnp.max(jnp.abs(log_det))) > 0.1, "perturbed flow should not be volume-preserving"
-  back = model.apply({"params": params}, z, method="inverse")
+  back = jax.jit(lambda v: model.apply({"params": params}, v, method="inverse"))(z)
   np.testing.assert_allclose(back, x, atol=1e-4)
 
 
@@ -64,22 +65,20 @@ def test_2d_flow_inverse_returns_the_input():
   np.testing.assert_allclose(model.apply({"params": params}, z, method="inverse"), x, atol=1e-4)
 
 
-def _jacobian_log_det(fn, x):
-  """log |det| of fn's Jacobian at a single example x, by jax.jacfwd."""
-  flat = x.reshape(-1)
-  jacobian = jax.jacfwd(lambda v: fn(v.reshape(1, *x.shape)).reshape(-1))(flat)
-  return np.linalg.slogdet(np.asarray(jacobian, np.float64))[1]
+def _jacobian_log_dets(fn, x):
+  """log |det| of fn's Jacobian at each example of x, by jax.jacfwd."""
+  single = lambda v: fn(v.reshape(1, *x.shape[1:])).reshape(-1)
+  jacobians = jax.jit(jax.vmap(jax.jacfwd(single)))(x.reshape(x.shape[0], -1))
+  return np.linalg.slogdet(np.asarray(jacobians, np.float64))[1]
 
 
 @pytest.mark.parametrize("shape,num_scales", [((4, 4, 1), 1), ((4, 4, 2), 2)])
 def test_image_flow_log_det_matches_jacfwd(shape, num_scales):
   with jax.default_matmul_precision("highest"):
     model, params, x = _image_flow(shape, num_scales)
-    _, log_det = model.apply({"params": params}, x, method="forward")
+    _, log_det = jax.jit(lambda v: model.apply({"params": params}, v, method="forward"))(x)
     forward = lambda v: model.apply({"params": params}, v, method="forward")[0]
-    for i in range(x.shape[0]):
-      np.testing.assert_allclose(log_det[i], _jacobian_log_det(forward, x[i]),
-                                 rtol=1e-4, atol=1e-3)
+    np.testing.assert_allclose(log_det, _jacobian_log_dets(forward, x), rtol=1e-4, atol=1e-3)
 
 
 def test_bfloat16_image_flow_inverts_and_its_log_det_is_its_jacobians():
@@ -114,17 +113,14 @@ def test_2d_flow_log_det_matches_jacfwd():
   params = _perturbed(jax.jit(model.init)(jax.random.PRNGKey(1), x)["params"], 0.5)
   _, log_det = model.apply({"params": params}, x, method="forward")
   forward = lambda v: model.apply({"params": params}, v, method="forward")[0]
-  for i in range(5):
-    np.testing.assert_allclose(log_det[i], _jacobian_log_det(forward, x[i]), rtol=1e-4,
-                               atol=1e-4)
+  np.testing.assert_allclose(log_det, _jacobian_log_dets(forward, x), rtol=1e-4, atol=1e-4)
 
 
 def test_logit_preprocessing_log_det_matches_jacfwd():
   y = jax.random.uniform(jax.random.PRNGKey(0), (2, 3, 3, 1))
   _, log_det = likelihood.logit(y, 0.05)
-  for i in range(2):
-    expected = _jacobian_log_det(lambda v: likelihood.logit(v, 0.05)[0], y[i])
-    np.testing.assert_allclose(log_det[i], expected, rtol=1e-5)
+  expected = _jacobian_log_dets(lambda v: likelihood.logit(v, 0.05)[0], y)
+  np.testing.assert_allclose(log_det, expected, rtol=1e-5)
   back = likelihood.inverse_logit(likelihood.logit(y, 0.05)[0], 0.05)
   np.testing.assert_allclose(back, y, atol=1e-5)
 

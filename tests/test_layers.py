@@ -37,3 +37,14 @@ def test_conv_transpose_matches_flax(impl, kernel_size, stride, size):
 def test_unknown_impl_is_named():
   with pytest.raises(ValueError, match="'fft'.*phases, subpixel, dilated"):
     layers.ConvTranspose(4, impl="fft").init(jax.random.PRNGKey(0), jnp.ones((1, 3, 3, 2)))
+
+
+def test_auto_impl_computes_the_platform_form():
+  """A model built straight from a config (no platform.resolve) still runs:
+  "auto" stands for this backend's form, with the same parameters."""
+  from gen import platform
+  x = jax.random.normal(jax.random.PRNGKey(1), (2, 4, 4, 3))
+  auto = layers.ConvTranspose(5, impl="auto")
+  params = auto.init(jax.random.PRNGKey(0), x)
+  chosen = layers.ConvTranspose(5, impl=platform.conv_transpose_impl())
+  np.testing.assert_array_equal(auto.apply(params, x), chosen.apply(params, x))

@@ -12,6 +12,8 @@ import nbformat
 import pytest
 from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
 
+from tests.helpers import subprocess_env
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NOTEBOOK = os.path.join(ROOT, "notebooks", "colab.ipynb")
 
@@ -75,8 +77,9 @@ def _pngs(cell) -> int:
 @pytest.mark.slow
 def test_notebook_runs_top_to_bottom_on_cpu(tmp_path, monkeypatch):
   _use_this_python(tmp_path, monkeypatch)
-  # The kernel inherits this environment, conftest's 8 forced CPU devices
-  # included: the digits configs' batches (32, 64) split over 8.
+  # The kernel inherits this environment, with 2 forced CPU devices (as every
+  # subprocess of the tests): the digits configs' batches split over 2.
+  monkeypatch.setenv("XLA_FLAGS", subprocess_env()["XLA_FLAGS"])
   monkeypatch.setenv("GEN_NOTEBOOK_TINY", "1")
   monkeypatch.setenv("TMPDIR", str(tmp_path))  # the tiny run's workdirs, removed with it
   with open(NOTEBOOK) as file:

@@ -21,7 +21,8 @@ def get_runs():
 def _sweep(tmp_path, *extra):
   command = [sys.executable, os.path.join(ROOT, "experiments", "sweep.py"),
              f"--sweep={tmp_path / 'grid.py'}", f"--workdir={tmp_path / 'runs'}", *extra]
-  env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+  # One device per run, as a user's sweep on CPU; compiled fast, as in conftest.
+  env = dict(os.environ, XLA_FLAGS="--xla_backend_optimization_level=0")
   return subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
 
 
