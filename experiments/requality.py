@@ -44,20 +44,26 @@ def round255(images) -> np.ndarray:
   return np.round(np.clip(images, 0.0, 1.0) * 255.0).astype(np.uint8)
 
 
-def measure(workdir: str, pixel_map: str) -> dict:
+def measure(workdir: str, pixel_maps: list[str]) -> dict[str, dict]:
+  """{pixel map: sample quality} of the run in `workdir`, restored once; the
+  samples are drawn from config.seed, so every map sees the same ones."""
   run = restore.load_run(workdir, {"eval.fid_samples": _SAMPLES.value})
   classifier, why = classifier_lib.find_classifier(run.config, run.dataset)
   if classifier is None:
-    return {"skipped": why}
+    return {pixel_map: {"skipped": why} for pixel_map in pixel_maps}
   sampler = run.family.sampler(run.params, run.dataset)
   if sampler is None:
-    return {"skipped": "the family does not sample"}
+    return {pixel_map: {"skipped": "the family does not sample"} for pixel_map in pixel_maps}
   sample_fn, params = sampler
-  to_pixels = run.family.to_pixels if pixel_map == "family" else round255
-  result = fidelity.sample_quality(sample_fn, sharding.single_device(params), run.dataset,
-                                   run.config, classifier, to_pixels)
-  result["step"], result["pixel_map"] = run.step, pixel_map
-  return result
+  params = sharding.single_device(params)
+  measured = {}
+  for pixel_map in pixel_maps:
+    to_pixels = run.family.to_pixels if pixel_map == "family" else round255
+    result = fidelity.sample_quality(sample_fn, params, run.dataset, run.config, classifier,
+                                     to_pixels)
+    result["step"], result["pixel_map"] = run.step, pixel_map
+    measured[pixel_map] = result
+  return measured
 
 
 def main(argv):
@@ -67,10 +73,8 @@ def main(argv):
         "precision / recall | val-vs-test P / R |")
   print("|---|---|---|---|---|---|---|---|---|")
   for workdir in _WORKDIRS.value:
-    measured = {}
-    for pixel_map in maps:
-      result = launch.run(lambda: measure(workdir, pixel_map))
-      measured[pixel_map] = result
+    measured = launch.run(lambda: measure(workdir, maps))
+    for pixel_map, result in measured.items():
       if "fid" not in result:
         print(f"| {workdir} | | {pixel_map} | skipped: {result.get('skipped')} |")
         continue

@@ -169,15 +169,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   # Process 0 holds the lock for the job; the others write nothing of their own.
   lock = workdir_lib.WorkdirLock(workdir) if jax.process_index() == 0 else contextlib.nullcontext()
   with lock:
-    results = _train_and_evaluate(config, workdir, devices)
-  if chosen and "test" in results and jax.process_index() == 0:
-    results["auto_settings"] = chosen
-    with open(os.path.join(workdir, "results.json"), "w") as file:
-      json.dump(results, file, indent=2)
-  return results
+    return _train_and_evaluate(config, workdir, devices, chosen)
 
 
-def _train_and_evaluate(config, workdir: str, devices) -> dict[str, Any]:
+def _train_and_evaluate(config, workdir: str, devices, auto_settings: dict) -> dict[str, Any]:
   # With several processes all compute; process 0 alone writes files and reports.
   main = jax.process_index() == 0
   mesh = sharding.make_mesh(devices)
@@ -331,6 +326,8 @@ def _train_and_evaluate(config, workdir: str, devices) -> dict[str, Any]:
              **report}
   if checkpoints.set_aside:
     results["damaged_checkpoints_set_aside"] = checkpoints.set_aside
+  if auto_settings:
+    results["auto_settings"] = auto_settings
   checkpoints.close()
   if main:
     with open(os.path.join(workdir, "results.json"), "w") as file:

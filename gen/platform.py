@@ -53,13 +53,6 @@ def _pick(table: dict, backend: str):
   return table.get(backend, table["other"])
 
 
-def conv_transpose_impl(backend: str | None = None) -> str:
-  """The transposed-convolution form "auto" stands for on `backend` (default:
-  jax.default_backend()); a model built straight from a config, without
-  `resolve`, still gets it."""
-  return _pick(_CONV_TRANSPOSE, backend or jax.default_backend())[0]
-
-
 def _fit_steps_per_call(config, wanted: int) -> int:
   """The largest k <= wanted that divides every step count k must divide."""
   counts = (config.train.num_steps, config.train.eval_every, config.train.log_every,

@@ -17,12 +17,16 @@ _COMPILATION_CACHE = tempfile.mkdtemp(prefix="gen-tests-jax-cache-")
 atexit.register(shutil.rmtree, _COMPILATION_CACHE, ignore_errors=True)
 
 
+def xla_flags(devices: int) -> str:
+  """conftest's XLA flags with `devices` host devices instead of 8."""
+  return os.environ.get("XLA_FLAGS", "").replace("device_count=8", f"device_count={devices}")
+
+
 def subprocess_env(**extra: str) -> dict:
   """The environment of a subprocess a test starts: two host devices, not
   conftest's 8 (still data-parallel, and 15% less time for runs whose shards
   are a few examples each), and the session's compilation cache."""
-  flags = os.environ.get("XLA_FLAGS", "").replace("device_count=8", "device_count=2")
-  env = dict(os.environ, PYTHONUNBUFFERED="1", XLA_FLAGS=flags,
+  env = dict(os.environ, PYTHONUNBUFFERED="1", XLA_FLAGS=xla_flags(2),
              JAX_COMPILATION_CACHE_DIR=_COMPILATION_CACHE,
              JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0.5")
   env.update(extra)

@@ -39,12 +39,22 @@ def test_unknown_impl_is_named():
     layers.ConvTranspose(4, impl="fft").init(jax.random.PRNGKey(0), jnp.ones((1, 3, 3, 2)))
 
 
+
 def test_auto_impl_computes_the_platform_form():
-  """A model built straight from a config (no platform.resolve) still runs:
-  "auto" stands for this backend's form, with the same parameters."""
+  """A family built straight from a config (no families.make, no loop) still
+  runs: "auto" stands for this backend's form, with the same parameters."""
+  from configs import conv_vae
   from gen import platform
-  x = jax.random.normal(jax.random.PRNGKey(1), (2, 4, 4, 3))
-  auto = layers.ConvTranspose(5, impl="auto")
-  params = auto.init(jax.random.PRNGKey(0), x)
-  chosen = layers.ConvTranspose(5, impl=platform.conv_transpose_impl())
-  np.testing.assert_array_equal(auto.apply(params, x), chosen.apply(params, x))
+  from gen.data import SourceInfo
+  from gen.families.vae import VAE
+  info = SourceInfo("digits", (8, 8, 1), "image")
+  config = conv_vae.get_config()
+  assert config.model.conv_transpose_impl == "auto"
+  auto = VAE(config, info)
+  chosen = platform.resolve(config)[0].model.conv_transpose_impl
+  config.model.conv_transpose_impl = chosen
+  explicit = VAE(config, info)
+  params = jax.jit(auto.init_params)(jax.random.PRNGKey(0))
+  x = jax.random.uniform(jax.random.PRNGKey(1), (2, 8, 8, 1))
+  mean, _ = auto.encode(params, x)
+  np.testing.assert_array_equal(auto.decode(params, mean), explicit.decode(params, mean))

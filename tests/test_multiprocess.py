@@ -17,7 +17,7 @@ import time
 
 import numpy as np
 
-from tests.helpers import ROOT, checkpoint_leaves, run_main
+from tests.helpers import ROOT, checkpoint_leaves, run_main, xla_flags
 
 _CONFIG = "configs/autoencoder.py:digits"
 # Pictures off: they are not what is tested, and cost compilation.
@@ -31,9 +31,7 @@ def _free_port() -> int:
 
 
 def _env(devices: int) -> dict:
-  return {"XLA_FLAGS": f"--xla_force_host_platform_device_count={devices} "
-                       "--xla_backend_optimization_level=0",  # as conftest: compiles faster
-          "JAX_PLATFORMS": "cpu"}
+  return {"XLA_FLAGS": xla_flags(devices), "JAX_PLATFORMS": "cpu"}
 
 
 def _start_job(workdir, *overrides, processes: int = 2) -> list[subprocess.Popen]:

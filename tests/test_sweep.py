@@ -5,7 +5,8 @@ import os
 import subprocess
 import sys
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from tests.helpers import ROOT, xla_flags
+
 
 _SWEEP_FILE = '''
 BASE_CONFIG = "configs/autoencoder.py:digits"
@@ -21,8 +22,7 @@ def get_runs():
 def _sweep(tmp_path, *extra):
   command = [sys.executable, os.path.join(ROOT, "experiments", "sweep.py"),
              f"--sweep={tmp_path / 'grid.py'}", f"--workdir={tmp_path / 'runs'}", *extra]
-  # One device per run, as a user's sweep on CPU; compiled fast, as in conftest.
-  env = dict(os.environ, XLA_FLAGS="--xla_backend_optimization_level=0")
+  env = dict(os.environ, XLA_FLAGS=xla_flags(1))  # one device per run, as a user's sweep on CPU
   return subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
 
 

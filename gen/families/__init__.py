@@ -11,10 +11,7 @@ FAMILIES = Registry("family", "family")
 
 
 def make(config: ml_collections.ConfigDict, info: SourceInfo) -> Family:
-  """The family that trains `config.model.name`, set up for data `info`
-  ("auto" settings resolved for this backend: gen.platform)."""
-  from gen import platform
-  config, _ = platform.resolve(config)
+  """The family that trains `config.model.name`, set up for data `info`."""
   _import_all()
   family_cls = FAMILIES.get(models.get(config.model.name).family)
   return family_cls(config, info)

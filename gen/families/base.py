@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
-from gen import models
+from gen import models, platform
 from gen.data import SourceInfo, example_keys, preprocess, to_pixels
 from gen.train import optim
 from gen.train.state import TrainState, all_finite, ema_update
@@ -86,7 +86,10 @@ class Family:
   curve_keys = ("loss", "loss")
 
   def __init__(self, config: ml_collections.ConfigDict, info: SourceInfo):
-    self.config = config
+    # "auto" settings resolved for this backend (gen.platform), however the
+    # family is built: by the loop, by families.make, or straight from a config.
+    self.config, _ = platform.resolve(config)
+    config = self.config
     self.info = info
     self.model = build_module(config.model, info, self.config_keys,
                               config.train.get("compute_dtype", "float32"))

@@ -130,9 +130,9 @@ class ConvAutoencoder(nn.Module):
   dtype: Any = jnp.float32
 
   def setup(self):
-    if self.conv_transpose_impl not in ("auto",) + tuple(layers.CONV_TRANSPOSE_IMPLS):
+    if self.conv_transpose_impl not in layers.CONV_TRANSPOSE_IMPLS:
       raise ValueError(f"config.model.conv_transpose_impl={self.conv_transpose_impl!r} is "
-                       f"not known; valid: auto, {', '.join(layers.CONV_TRANSPOSE_IMPLS)}")
+                       f"not known; valid: {', '.join(layers.CONV_TRANSPOSE_IMPLS)}")
     if len(self.data_shape) != 3:
       raise ValueError(f"config.model.name='conv_autoencoder' needs image data; "
                        f"got examples of shape {tuple(self.data_shape)}")

@@ -8,8 +8,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gen import platform
-
 ACTIVATIONS = {
     "relu": nn.relu,
     "gelu": nn.gelu,
@@ -79,10 +77,9 @@ class ConvTranspose(nn.Module):
   @nn.compact
   def __call__(self, x):
     k, s = self.kernel_size, self.stride
-    impl = platform.conv_transpose_impl() if self.impl == platform.AUTO else self.impl
-    if impl not in CONV_TRANSPOSE_IMPLS:
+    if self.impl not in CONV_TRANSPOSE_IMPLS:
       raise ValueError(f"conv transpose impl {self.impl!r} is not known; "
-                       f"valid: {platform.AUTO}, {', '.join(CONV_TRANSPOSE_IMPLS)}")
+                       f"valid: {', '.join(CONV_TRANSPOSE_IMPLS)}")
     kernel = self.param("kernel", nn.initializers.lecun_normal(),
                         (k, k, x.shape[-1], self.features))
     bias = self.param("bias", nn.initializers.zeros_init(), (self.features,))
@@ -90,11 +87,11 @@ class ConvTranspose(nn.Module):
     taps, lowest, highest = _phase_taps(k, s)
     before, after = max(-lowest, 0), max(highest, 0)
     batch, height, width, _ = x.shape
-    if impl == "dilated":
+    if self.impl == "dilated":
       y = jax.lax.conv_transpose(x, kernel, (s, s), "SAME",
                                  dimension_numbers=("NHWC", "HWIO", "NHWC"))
       return y + bias
-    if impl == "subpixel":
+    if self.impl == "subpixel":
       # A zero tap at index k stands for "no tap" in `taps`.
       padded = jnp.pad(kernel, ((0, 1), (0, 1), (0, 0), (0, 0)))
       phases = padded[taps[:, :, None, None], taps[None, None, :, :]]  # [s, T, s, T, in, out]
