@@ -236,24 +236,14 @@ def _run_jax_nchw(config, dataset, per_call: int) -> dict:
 
 
 def _torch_model(model: str, config):
-  import torch
-  from torch import nn
+  """The autoencoder's PyTorch twin (experiments/torch_twins.py), sized by `config`."""
+  from experiments import torch_twins
 
   if model == "dense":
-    hidden, code = config.model.hidden_sizes[0], config.model.bottleneck
-    return nn.Sequential(nn.Flatten(), nn.Linear(784, hidden), nn.ReLU(),
-                         nn.Linear(hidden, code), nn.ReLU(), nn.Linear(code, hidden), nn.ReLU(),
-                         nn.Linear(hidden, 784), nn.Unflatten(1, (1, 28, 28)))
-  f1, f2 = config.model.features
-  code = config.model.bottleneck
-  return nn.Sequential(
-      nn.Conv2d(1, f1, 3, stride=2, padding=1), nn.ReLU(),
-      nn.Conv2d(f1, f2, 3, stride=2, padding=1), nn.ReLU(),
-      nn.Flatten(), nn.Linear(f2 * 49, code), nn.ReLU(),
-      nn.Linear(code, f2 * 49), nn.ReLU(), nn.Unflatten(1, (f2, 7, 7)),
-      nn.ConvTranspose2d(f2, f2, 3, stride=2, padding=1, output_padding=1), nn.ReLU(),
-      nn.ConvTranspose2d(f2, f1, 3, stride=2, padding=1, output_padding=1), nn.ReLU(),
-      nn.Conv2d(f1, 1, 3, padding=1))
+    return torch_twins.DenseAutoencoder(torch_twins.FASHION_MNIST_SHAPE,
+                                        tuple(config.model.hidden_sizes), config.model.bottleneck)
+  return torch_twins.ConvAutoencoder(torch_twins.FASHION_MNIST_SHAPE,
+                                     tuple(config.model.features), config.model.bottleneck)
 
 
 def _run_torch(model: str, settings: dict) -> dict:
