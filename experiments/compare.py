@@ -112,20 +112,13 @@ def calibrate(family: str) -> dict:
   analysis of a one-step program: a rolled loop would count its body once)."""
   import jax
 
-  from gen import data as data_lib
-  from gen import families
-  from gen.train import compute, sharding, steps
+  from gen.train import compute, steps
 
   config = load_config(family)
   per_call = config.train.steps_per_call
-  mesh = sharding.make_mesh(jax.devices()[:1])
-  dataset = data_lib.load(config)
-  model = families.make(config, dataset.info)
-  tx = model.make_optimizer()
-  state = steps.init_state(model, tx, config, mesh)
-  train_fn = steps.make_train_fn(model, tx, mesh, config.train.unroll_steps)
-  batch = lambda step, count: sharding.put_batch(dataset.train.stacked(step, count), mesh,
-                                                 batch_dim=1)
+  built = runlib.compiled_train_step(config)
+  model, tx, mesh, state, train_fn, batch = (built.family, built.tx, built.mesh, built.state,
+                                             built.train_fn, built.batch)
   flops = compute.compiled_flops(steps.make_train_fn(model, tx, mesh, 1), state, batch(0, 1))
   start = time.perf_counter()
   state, _ = train_fn(state, batch(0, per_call))

@@ -24,7 +24,6 @@ the NLL from a VAE) and the count of non-finite samples at each temperature.
 
 from __future__ import annotations
 
-import importlib
 import json
 import os
 import statistics
@@ -37,8 +36,11 @@ import jax  # noqa: E402
 from absl import app, flags  # noqa: E402
 
 from gen import data as data_lib  # noqa: E402
-from gen import families, platform  # noqa: E402
+from gen import families  # noqa: E402
 from gen.train import compute, sharding, steps  # noqa: E402
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import runlib  # noqa: E402
 
 _CONFIGS = flags.DEFINE_list("configs", ["configs/realnvp.py", "configs/vae.py",
                                          "configs/conv_vae.py", "configs/realnvp2d.py"],
@@ -47,27 +49,6 @@ _WORKDIRS = flags.DEFINE_list("workdirs", [], "Finished runs whose results to ta
 _STEPS = flags.DEFINE_integer("steps", 20, "Train steps per timed window.")
 _REPEATS = flags.DEFINE_integer("repeats", 3, "Timed windows; the median is reported.")
 _SAMPLES = flags.DEFINE_integer("samples", 64, "Samples per timed sampling call.")
-
-
-def _load_config(spec: str):
-  """'configs/vae.py:digits' -> configs.vae.get_config("digits").
-
-  Settings may follow an "@": 'configs/ddpm.py@eval.sampler=ancestral'
-  (several joined by "@"); each value is parsed as the type of the default.
-  """
-  spec, *settings = spec.split("@")
-  path, _, variant = spec.partition(":")
-  module = importlib.import_module(path.removesuffix(".py").replace(os.sep, "."))
-  config, _ = platform.resolve(module.get_config(variant))
-  for setting in settings:
-    key, _, value = setting.partition("=")
-    *parents, leaf = key.split(".")
-    node = config
-    for parent in parents:
-      node = node[parent]
-    old = node[leaf]
-    node[leaf] = value in ("True", "true", "1") if isinstance(old, bool) else type(old)(value)
-  return config
 
 
 def utilization(device_flops_per_step: float | None, steps_per_second: float,
@@ -94,7 +75,7 @@ def utilization(device_flops_per_step: float | None, steps_per_second: float,
 def measure_speed(spec: str) -> dict:
   """Train examples/s (median window), FLOPs per step, achieved FLOP/s and MFU
   (`utilization`), and seconds per sample of `spec`'s model."""
-  config = _load_config(spec)
+  config = runlib.load_config_spec(spec)
   mesh = sharding.make_mesh(None)
   dataset = data_lib.load(config)
   family = families.make(config, dataset.info)

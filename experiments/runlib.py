@@ -8,13 +8,62 @@ run with results.json is finished and is not run again.
 from __future__ import annotations
 
 import concurrent.futures
+import importlib
 import os
 import subprocess
 import sys
 import time
+import types
 from typing import Iterable
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def load_config_spec(spec: str):
+  """'configs/vae.py:digits' -> configs.vae.get_config("digits"), "auto" resolved.
+
+  Settings may follow an "@": 'configs/ddpm.py@eval.sampler=ancestral'
+  (several joined by "@"); each value is parsed as the type of the default.
+  """
+  from gen import platform
+
+  spec, *settings = spec.split("@")
+  path, _, variant = spec.partition(":")
+  module = importlib.import_module(path.removesuffix(".py").replace(os.sep, "."))
+  config, _ = platform.resolve(module.get_config(variant))
+  for setting in settings:
+    key, _, value = setting.partition("=")
+    *parents, leaf = key.split(".")
+    node = config
+    for parent in parents:
+      node = node[parent]
+    old = node[leaf]
+    node[leaf] = value in ("True", "true", "1") if isinstance(old, bool) else type(old)(value)
+  return config
+
+
+def compiled_train_step(config) -> types.SimpleNamespace:
+  """`config`'s train step on one device, compiled as its runs compile it
+  (steps_per_call, unrolling), for benchmarks: family, tx, mesh, the step-0
+  state, train_fn(state, batches) and batch(step, count), the `count`
+  stacked batches from train step `step`, on the device."""
+  import jax
+
+  from gen import data as data_lib
+  from gen import families
+  from gen.train import sharding, steps
+
+  mesh = sharding.make_mesh(jax.devices()[:1])
+  dataset = data_lib.load(config)
+  family = families.make(config, dataset.info)
+  tx = family.make_optimizer()
+
+  def batch(step: int, count: int):
+    return sharding.put_batch(dataset.train.stacked(step, count), mesh, batch_dim=1)
+
+  return types.SimpleNamespace(
+      family=family, tx=tx, mesh=mesh, state=steps.init_state(family, tx, config, mesh),
+      train_fn=steps.make_train_fn(family, tx, mesh, config.train.unroll_steps), batch=batch)
 
 
 def run_command(base_config: str, workdir: str, overrides: dict) -> list[str]:
