@@ -180,3 +180,23 @@ def test_dcgan_trains_checkpoints_ema_and_resumes_exactly(tmp_path):
   for key in ("d_loss", "g_loss", "d_real", "d_fake"):
     assert np.isfinite(results["test"][key]), results["test"]
   assert results["samples"]["T=1"]["nonfinite"] == 0
+
+
+@pytest.mark.parametrize("reference_rows", [0, 3])
+def test_batch_statistics_norm_is_the_textbook_batch_norm(reference_rows):
+  # One pass for both moments must give the two-pass (x - mean)^2 answer,
+  # on activations far from zero mean.
+  from gen.models.gan import BatchStatisticsNorm
+  x = jax.random.normal(jax.random.PRNGKey(0), (8, 5, 5, 6)) * 2 + 3
+  layer = BatchStatisticsNorm()
+  params = layer.init(jax.random.PRNGKey(1), x)
+  params = jax.tree_util.tree_map(
+      lambda p: p + jax.random.normal(jax.random.PRNGKey(2), p.shape), params)
+  stats_of = x[:reference_rows] if reference_rows else x
+  mean = np.mean(np.asarray(stats_of, np.float64), axis=(0, 1, 2))
+  variance = np.mean((np.asarray(stats_of, np.float64) - mean) ** 2, axis=(0, 1, 2))
+  p = params["params"]
+  expected = ((np.asarray(x, np.float64) - mean) / np.sqrt(variance + layer.epsilon)
+              * np.asarray(p["scale"]) + np.asarray(p["bias"]))
+  np.testing.assert_allclose(layer.apply(params, x, reference_rows), expected,
+                             rtol=1e-4, atol=1e-4)

@@ -58,3 +58,37 @@ def test_auto_impl_computes_the_platform_form():
   x = jax.random.uniform(jax.random.PRNGKey(1), (2, 8, 8, 1))
   mean, _ = auto.encode(params, x)
   np.testing.assert_array_equal(auto.decode(params, mean), explicit.decode(params, mean))
+
+
+@pytest.mark.parametrize("shape, groups, dtype", [
+    ((3, 14, 14, 48), 8, jnp.float32), ((2, 7, 7, 64), 32, jnp.float32),
+    ((2, 5, 6, 32), 8, jnp.bfloat16), ((4, 16), 4, jnp.float32)])
+def test_group_norm_is_flax_group_norm(shape, groups, dtype):
+  # Same parameters, outputs and gradients as nn.GroupNorm (checkpoints move
+  # between them), on data far from zero mean and unit scale.
+  x = (jax.random.normal(jax.random.PRNGKey(0), shape) * 3 + 1).astype(dtype)
+  ours, flax_layer = layers.GroupNorm(groups, dtype=dtype), nn.GroupNorm(groups, dtype=dtype)
+  params = flax_layer.init(jax.random.PRNGKey(1), x)
+  assert jax.tree_util.tree_structure(ours.init(jax.random.PRNGKey(1), x)) == \
+      jax.tree_util.tree_structure(params)
+  params = jax.tree_util.tree_map(
+      lambda p: p + jax.random.normal(jax.random.PRNGKey(2), p.shape), params)
+  tolerance = 1e-2 if dtype == jnp.bfloat16 else 1e-5
+  np.testing.assert_allclose(np.asarray(ours.apply(params, x), np.float32),
+                             np.asarray(flax_layer.apply(params, x), np.float32),
+                             atol=tolerance, rtol=tolerance)
+  assert ours.apply(params, x).dtype == dtype
+
+  def gradients(layer):
+    return jax.grad(lambda p, x: jnp.sum(jnp.sin(layer.apply(p, x).astype(jnp.float32))),
+                    (0, 1))(params, x)
+  for a, b in zip(jax.tree_util.tree_leaves(gradients(ours)),
+                  jax.tree_util.tree_leaves(gradients(flax_layer))):
+    scale = float(jnp.max(jnp.abs(b.astype(jnp.float32))))
+    np.testing.assert_allclose(np.asarray(a, np.float32), np.asarray(b, np.float32),
+                               atol=tolerance * max(scale, 1.0) * 10)
+
+
+def test_group_norm_rejects_channels_that_do_not_split():
+  with pytest.raises(ValueError, match="48 channels do not split into 5 groups"):
+    layers.GroupNorm(5).init(jax.random.PRNGKey(0), jnp.ones((1, 2, 2, 48)))

@@ -67,11 +67,15 @@ class BatchStatisticsNorm(nn.Module):
     statistics_of = x[:reference_rows] if reference_rows else x
     # Statistics in float32 whatever the compute dtype.
     statistics_of = statistics_of.astype(jnp.float32)
+    # One pass for both moments (XLA fuses the two sums), then one
+    # multiply-add per element: E[x^2] - E[x]^2, clipped at 0, as flax's
+    # BatchNorm with use_fast_variance.
     mean = jnp.mean(statistics_of, axis=axes)
-    variance = jnp.mean(jnp.square(statistics_of - mean), axis=axes)
+    variance = jnp.maximum(jnp.mean(jnp.square(statistics_of), axis=axes) - jnp.square(mean), 0.0)
     scale = self.param("scale", nn.initializers.ones, (x.shape[-1],))
     bias = self.param("bias", nn.initializers.zeros, (x.shape[-1],))
-    out = (x.astype(jnp.float32) - mean) * jax.lax.rsqrt(variance + self.epsilon) * scale + bias
+    multiplier = scale * jax.lax.rsqrt(variance + self.epsilon)
+    out = x.astype(jnp.float32) * multiplier + (bias - mean * multiplier)
     return out.astype(x.dtype)
 
 

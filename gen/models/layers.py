@@ -125,3 +125,49 @@ class ConvTranspose(nn.Module):
     y = y.transpose(0, 1, 3, 2, 4, 5)
     return y.reshape(batch, height * s, width * s, self.features) + bias
 
+
+
+class GroupNorm(nn.Module):
+  """nn.GroupNorm(num_groups, epsilon=1e-6) on x [b, h, w, c], reduced per channel first.
+
+  The same function and parameters ("scale", "bias": [c]) as flax's layer,
+  so checkpoints are interchangeable, computed so that XLA:CPU makes fewer
+  slow passes: flax reduces x viewed as [b, h, w, groups, c / groups] over
+  three non-adjacent axes; here the sums of x and x^2 over the image run
+  with the channels contiguous ([b, c]), are summed within each group on
+  that small array, and the output is one multiply-add per element with a
+  per-(example, channel) scale and shift. On the DDPM U-Net's blocks this
+  is 2.6x faster forward, 1.6x forward + backward (experiments/
+  twin_benchmark.py --profile). Statistics and normalization run in float32
+  whatever `dtype` (flax's default); the variance is E[x^2] - E[x]^2
+  clipped at 0, as flax's use_fast_variance.
+  """
+
+  num_groups: int
+  epsilon: float = 1e-6
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x):
+    channels = x.shape[-1]
+    if channels % self.num_groups:
+      raise ValueError(f"GroupNorm: {channels} channels do not split into "
+                       f"{self.num_groups} groups")
+    scale = self.param("scale", nn.initializers.ones_init(), (channels,))
+    bias = self.param("bias", nn.initializers.zeros_init(), (channels,))
+    per_group = channels // self.num_groups
+    x32 = x.astype(jnp.float32)
+    image_axes = tuple(range(1, x.ndim - 1))
+    count = per_group * math.prod(x.shape[1:-1])
+
+    def group_mean(values):  # [b, c] channel sums -> [b, c] mean of each channel's group
+      sums = values.reshape(-1, self.num_groups, per_group).sum(-1) / count
+      return jnp.repeat(sums, per_group, axis=-1)
+
+    mean = group_mean(jnp.sum(x32, axis=image_axes))
+    mean_square = group_mean(jnp.sum(jnp.square(x32), axis=image_axes))
+    variance = jnp.maximum(mean_square - jnp.square(mean), 0.0)
+    multiplier = scale * jax.lax.rsqrt(variance + self.epsilon)  # [b, c]
+    shift = bias - mean * multiplier
+    expand = (slice(None),) + (None,) * len(image_axes) + (slice(None),)
+    return (x32 * multiplier[expand] + shift[expand]).astype(self.dtype)

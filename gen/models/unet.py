@@ -29,7 +29,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from gen.models import register
+from gen.models import layers, register
 
 
 def timestep_embedding(t, dim: int, max_period: float = 10_000.0):
@@ -66,7 +66,7 @@ class ResBlock(nn.Module):
   @nn.compact
   def __call__(self, x, embedding, train: bool):
     # GroupNorm's statistics are float32 whatever the dtype (flax's default).
-    norm = lambda: nn.GroupNorm(num_groups=self.num_groups, dtype=self.dtype)
+    norm = lambda: layers.GroupNorm(self.num_groups, dtype=self.dtype)
     h = nn.silu(norm()(x))
     h = nn.Conv(self.features, (3, 3), dtype=self.dtype)(h)
     # A per-channel shift by the timestep: every block knows the noise level.
@@ -91,7 +91,7 @@ class AttentionBlock(nn.Module):
   @nn.compact
   def __call__(self, x):
     b, height, width, channels = x.shape
-    h = nn.GroupNorm(num_groups=self.num_groups, dtype=self.dtype)(x)
+    h = layers.GroupNorm(self.num_groups, dtype=self.dtype)(x)
     h = h.reshape(b, height * width, channels)
     query, key, value = jnp.split(nn.Dense(3 * channels, dtype=self.dtype)(h), 3, axis=-1)
     # The softmax in float32: in bfloat16 its sum over positions loses digits.
@@ -198,11 +198,13 @@ class UNet(nn.Module):
         h = jnp.concatenate([h, skips.pop()], axis=-1)
         h = attend(block(self.channels * mult)(h, embedding, train))
       if level != 0:
-        b, hh, ww, c = h.shape
-        h = jax.image.resize(h, (b, 2 * hh, 2 * ww, c), method="nearest")
-        h = conv(c)(h)
+        # Nearest-neighbour 2x upsampling as a repeat: jax.image.resize's
+        # gather differentiates into a scatter-add, slow on XLA:CPU; the
+        # values are identical.
+        h = jnp.repeat(jnp.repeat(h, 2, axis=1), 2, axis=2)
+        h = conv(h.shape[-1])(h)
 
-    h = nn.silu(nn.GroupNorm(num_groups=self.num_groups, dtype=self.dtype)(h))
+    h = nn.silu(layers.GroupNorm(self.num_groups, dtype=self.dtype)(h))
     # Zero-initialized: the untrained model predicts eps = 0, so the first loss
     # is E[eps^2] = 1 whatever the other initial weights do, and the first
     # updates are not fighting a large random output.
