@@ -17,9 +17,12 @@ computes and in which pass:
 PyTorch: torch.profiler's self CPU time per aten op, sorted into the same
 kinds by op name (aten::convolution_backward is a backward convolution...).
 
-XLA:CPU runs independent thunks side by side on its threads, and a profiler
-counts each op's own time; so each kind is reported as its share of all
-recorded op time times the wall time per step: a column sums to the step.
+Each kind is the time its ops ran, per step, summed over threads (XLA:CPU
+runs independent thunks side by side on its threads). Beside it, the wall
+time per step and the part of it that no recorded op covers: for XLA:CPU,
+the kernels it hands to Eigen's thread pool (its own convolutions and
+matmuls) run partly after their op's event ends, and the executor's own
+work between ops; for PyTorch, Python and the autograd engine.
 """
 
 from __future__ import annotations
@@ -147,26 +150,38 @@ def profile_jax(run_step: Callable[[], None], hlo_text: str, steps: int) -> dict
     jax.profiler.stop_trace()
     data = ProfileData.from_file(glob.glob(f"{directory}/**/*.xplane.pb", recursive=True)[0])
   rows, by_instruction = collections.Counter(), collections.Counter()
+  intervals = []
   plane = data.find_plane_with_name("/host:CPU")
   for event in _leaf_events(plane.lines, instructions):
     rows[classify_hlo(event.name, instructions, computations)] += event.duration_ns / 1e6
     by_instruction[event.name] += event.duration_ns / 1e6 / steps
-  result = _per_step(rows, wall, steps)
+    intervals.append((event.start_ns, event.start_ns + event.duration_ns))
+  result = _per_step(rows, wall, steps, _covered_ns(intervals) / 1e6)
   result["top"] = [[name, ms, *classify_hlo(name, instructions, computations),
                     instructions[name][1]]
                    for name, ms in by_instruction.most_common(_TOP)]
   return result
 
 
-def _per_step(rows: collections.Counter, wall_seconds: float, steps: int) -> dict:
-  """Each kind's share of the recorded op time, as milliseconds of the
-  step's wall time: ops that run side by side on two threads count at their
-  share, so a column sums to the wall time per step."""
-  recorded = sum(rows.values())
-  wall_ms = 1000 * wall_seconds / steps
-  return {"wall_ms": wall_ms, "recorded_ms": recorded / steps,
-          "rows": [[kind, phase, wall_ms * value / recorded]
-                   for (kind, phase), value in rows.items()]}
+def _covered_ns(intervals: list[tuple[float, float]]) -> float:
+  """Length of the union of [start, end) intervals."""
+  total, reach = 0.0, float("-inf")
+  for start, end in sorted(intervals):
+    if end > reach:
+      total += end - max(start, reach)
+      reach = end
+  return total
+
+
+def _per_step(rows: collections.Counter, wall_seconds: float, steps: int,
+              covered_ms: float) -> dict:
+  """Per step: each kind's recorded op time (threads summed), the wall time,
+  and the wall time that no recorded op covers (covered_ms: the union of the
+  ops' intervals over all steps)."""
+  return {"wall_ms": 1000 * wall_seconds / steps,
+          "recorded_ms": sum(rows.values()) / steps,
+          "uncovered_ms": max(0.0, 1000 * wall_seconds - covered_ms) / steps,
+          "rows": [[kind, phase, value / steps] for (kind, phase), value in rows.items()]}
 
 
 def per_step_of_calls(profile: dict, steps_per_call: int) -> dict:
@@ -174,6 +189,7 @@ def per_step_of_calls(profile: dict, steps_per_call: int) -> dict:
   scale = 1 / steps_per_call
   return dict(profile, wall_ms=profile["wall_ms"] * scale,
               recorded_ms=profile["recorded_ms"] * scale,
+              uncovered_ms=profile["uncovered_ms"] * scale,
               rows=[[kind, phase, ms * scale] for kind, phase, ms in profile["rows"]],
               top=[[name, ms * scale, *rest] for name, ms, *rest in profile.get("top", [])])
 
@@ -217,31 +233,33 @@ def profile_torch(run_step: Callable[[], None], steps: int) -> dict:
       continue
     rows[classify_aten(average.key)] += average.self_cpu_time_total / 1000
   del torch
-  return _per_step(rows, wall, steps)
+  # Ops run one after another on the calling thread (each parallel inside):
+  # their self times cover the wall time but for Python and the autograd engine.
+  return _per_step(rows, wall, steps, min(sum(rows.values()), 1000 * wall))
 
 
 def print_profiles(title: str, profiles: dict[str, dict]) -> None:
-  """One markdown table: a row per (kind, phase), a column per profile
-  (ms per step and share of the profile's total)."""
+  """One markdown table: a row per (kind, phase), a column per profile."""
   names = list(profiles)
   tables = {name: {(kind, phase): ms for kind, phase, ms in profile["rows"]}
             for name, profile in profiles.items()}
   keys = sorted({key for table in tables.values() for key in table},
                 key=lambda key: (KINDS.index(key[0]), PHASES.index(key[1])))
-  print(f"\n{title}: ms of the step's wall time (share of the step)\n")
+  print(f"\n{title}: ms per step that ops of each kind ran (threads summed; share of the "
+        "recorded op time)\n")
   print("| op kind | pass | " + " | ".join(names) + " |")
   print("|---|---|" + "---:|" * len(names))
   for kind, phase in keys:
     cells = []
     for name in names:
       value = tables[name].get((kind, phase), 0.0)
-      share = value / profiles[name]["wall_ms"]
+      share = value / max(profiles[name]["recorded_ms"], 1e-9)
       cells.append(f"{value:.1f} ({share:.0%})" if value >= 0.05 else "")
     print(f"| {kind} | {phase} | " + " | ".join(cells) + " |")
-  print("| **wall ms per step** | | " + " | ".join(
-      f"**{profiles[n]['wall_ms']:.1f}**" for n in names) + " |")
-  print("| ops' recorded ms per step (threads summed) | | " + " | ".join(
-      f"{profiles[n]['recorded_ms']:.1f}" for n in names) + " |", flush=True)
+  for label, key in (("**recorded op time**", "recorded_ms"), ("**wall time per step**", "wall_ms"),
+                     ("wall time no recorded op covers", "uncovered_ms")):
+    print(f"| {label} | | " + " | ".join(f"{profiles[n][key]:.1f}" for n in names) + " |")
+  print(flush=True)
 
 
 def print_top(title: str, top: list) -> None:

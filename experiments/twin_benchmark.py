@@ -51,14 +51,24 @@ CASES = {
 }
 # Extra JAX rows: name -> (case, settings appended to its spec, XLA_FLAGS).
 # What was tried on this CPU and kept or dropped is in docs/cpu_speed.md.
+_YNN = "--xla_cpu_experimental_ynn_fusion_type="
 VARIANTS = {
     "dcgan+subpixel": ("dcgan", "@model.conv_transpose_impl=subpixel", ""),
     "dcgan+dilated": ("dcgan", "@model.conv_transpose_impl=dilated", ""),
-    "ddpm+onednn": ("ddpm", "", "--xla_cpu_use_onednn=true"),
-    "dcgan+onednn": ("dcgan", "", "--xla_cpu_use_onednn=true"),
-    "ddpm+bf16": ("ddpm", "@train.compute_dtype=bfloat16", ""),
     "dcgan+bf16": ("dcgan", "@train.compute_dtype=bfloat16", ""),
+    "ddpm+bf16": ("ddpm", "@train.compute_dtype=bfloat16", ""),
 }
+# XLA:CPU flags, each on DDPM and DCGAN: library (YNNPACK / XNNPACK / oneDNN)
+# fusions on or off, wider vectors, fast math.
+for _name, _flags in {"onednn": "--xla_cpu_use_onednn=true",
+                      "xnnpack": "--xla_cpu_use_xnnpack=true",
+                      "ynn_off": _YNN,
+                      "ynn_eltwise": _YNN + "+ELTWISE",
+                      "ynn_reduce": _YNN + "+REDUCE",
+                      "vector512": "--xla_cpu_prefer_vector_width=512",
+                      "fast_math": "--xla_cpu_enable_fast_math=true"}.items():
+  for _case in ("ddpm", "dcgan"):
+    VARIANTS[f"{_case}+{_name}"] = (_case, "", _flags)
 
 _CASES = flags.DEFINE_list("cases", list(CASES), f"Families to run: {', '.join(CASES)}.")
 _VARIANTS = flags.DEFINE_list("variants", [], "Extra JAX rows from VARIANTS: "
@@ -67,6 +77,10 @@ _ROUNDS = flags.DEFINE_integer("rounds", 3, "Interleaved rounds over all rows.")
 _SECONDS = flags.DEFINE_float("seconds", 2.0, "Rough length of one timed window; the steps "
                               "per window come from the first step's time.")
 _REPEATS = flags.DEFINE_integer("repeats", 3, "Timed windows per process; median kept.")
+_NO_GEN_FLAGS = "none"
+_XLA_VARIANTS = flags.DEFINE_multi_string(
+    "xla_variant", [], "An extra JAX row for every case with these XLA_FLAGS (repeatable); "
+    f"'{_NO_GEN_FLAGS}': without the XLA:CPU flags gen sets itself (gen/platform.py).")
 _PROFILE = flags.DEFINE_bool("profile", False, "Also profile each side's step by op kind.")
 _PROFILE_STEPS = flags.DEFINE_integer("profile_steps", 5, "Steps under the profiler.")
 _BASELINE = flags.DEFINE_string("baseline", None, "Another checkout of gen whose JAX step "
@@ -188,6 +202,8 @@ def _launch(what: str, xla_flags: str = "", code_root: str = ROOT) -> dict:
   env = dict(os.environ)
   # Only this row's flags: a host-device count from the environment would split the CPU.
   env["XLA_FLAGS"] = xla_flags
+  if xla_flags == _NO_GEN_FLAGS:  # gen's own CPU flags off (gen/platform.py)
+    env["XLA_FLAGS"], env["GEN_CPU_XLA_FLAGS"] = "", "0"
   command = [sys.executable, os.path.abspath(__file__), f"--run={what}",
              f"--code_root={code_root}", f"--seconds={_SECONDS.value}",
              f"--repeats={_REPEATS.value}", f"--profile_steps={_PROFILE_STEPS.value}"]
@@ -227,7 +243,8 @@ def _cpu_summary() -> list[str]:
   return [f"CPU: {model}; {os.cpu_count()} logical CPUs (threads used by both frameworks: all)",
           f"ISA flags present: {', '.join(present) or 'none'}; absent: {', '.join(absent)}",
           "versions: " + ", ".join(versions),
-          f"XLA_FLAGS of the JAX rows: none unless the row says; python {sys.version.split()[0]}"]
+          "XLA_FLAGS of the JAX rows: gen's own CPU flags (gen/platform.py) unless the row "
+          f"says; python {sys.version.split()[0]}"]
 
 
 def _rows() -> list[tuple[str, str, str, str]]:
@@ -238,6 +255,10 @@ def _rows() -> list[tuple[str, str, str, str]]:
     rows.append(("JAX (gen)", case, f"jax:{spec}", ""))
     if _BASELINE.value:
       rows.append(("JAX baseline", case, f"jax:{spec}", ""))
+    for xla_flags in _XLA_VARIANTS.value:
+      label = ("JAX without gen's XLA:CPU flags" if xla_flags == _NO_GEN_FLAGS
+               else f"JAX {xla_flags}")
+      rows.append((label, case, f"jax:{spec}", xla_flags))
     for variant in _VARIANTS.value:
       variant_case, settings, xla_flags = VARIANTS[variant]
       if variant_case == case:
@@ -271,10 +292,16 @@ def main(argv):
         f"~{_SECONDS.value:g} s, median\n", flush=True)
   rows = _rows()
   results = {(label, case): [] for label, case, _, _ in rows}
-  for _ in range(_ROUNDS.value):
+  for round_index in range(_ROUNDS.value):
     for label, case, what, xla_flags in rows:
       root = _BASELINE.value if label == "JAX baseline" else ROOT
-      results[(label, case)].append(_launch(what, xla_flags, root))
+      result = _launch(what, xla_flags, root)
+      results[(label, case)].append(result)
+      # Progress, so that a stopped run still leaves its figures.
+      rate = result.get("examples_per_s")
+      print(f"round {round_index + 1}: {case}, {label}: "
+            f"{f'{rate:,.0f} examples/s' if rate else result.get('error')}", flush=True)
+  print()
   _print_table(rows, results)
   if _PROFILE.value:
     _print_profiles(rows, results)

@@ -165,6 +165,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   config_lib.validate(config)
   for key, choice in chosen.items():
     logging.info("config.%s=auto -> %r (%s)", key, choice["value"], choice["why"])
+  for key, choice in platform.xla_flag_choices(config.model.name).items():
+    logging.info("%s += %s (%s)", key, choice["value"], choice["why"])
+    chosen = {**chosen, key: choice}
   workdir = workdir_lib.prepare(workdir)
   # Process 0 holds the lock for the job; the others write nothing of their own.
   lock = workdir_lib.WorkdirLock(workdir) if jax.process_index() == 0 else contextlib.nullcontext()

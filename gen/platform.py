@@ -10,10 +10,48 @@ native form there, and the reason says so.
 
 from __future__ import annotations
 
+import importlib.util
+import os
+
 import jax
 import ml_collections
+from absl import logging
 
 AUTO = "auto"
+
+# XLA:CPU compiler flags for a CPU-only JAX, set before JAX starts its
+# backends (gen/__init__.py calls use_cpu_xla_flags): flag -> why.
+CPU_XLA_FLAGS = {
+    "--xla_cpu_experimental_ynn_fusion_type=": (
+        "no YNNPACK library fusions: XLA:CPU's own kernels trained faster, examples/s with "
+        "against without (experiments/twin_benchmark.py --xla_variant=none, 2 interleaved "
+        "rounds, 2-core AMD EPYC): dense autoencoder 158,015 vs 75,160, RealNVP 183 vs 157, "
+        "DDPM 277 vs 224, DCGAN 276 vs 264, conv autoencoder 2,395 vs 2,379"),
+}
+# Installed accelerator plugins: with one, the platform is not known before
+# the backends start, and the CPU flags were measured on a CPU only.
+_ACCELERATOR_PLUGINS = ("jax_cuda12_plugin", "jax_cuda13_plugin", "jax_rocm60_plugin",
+                        "jax_rocm7_plugin", "libtpu", "jax_plugins")
+_added_flags: dict[str, str] = {}
+
+# With YNNPACK fusions off for the process (CPU_XLA_FLAGS), the models for
+# whose train and evaluation steps some of them measured faster get them back,
+# per compiled step: model name -> (fusion types, why). Measured with
+# experiments/twin_benchmark.py --xla_variant=... (2 interleaved rounds,
+# 2-core AMD EPYC).
+_YNN_OPTION = "xla_cpu_experimental_ynn_fusion_type"
+_YNN_DOT, _YNN_CONV = ("LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT",
+                       "LIBRARY_FUSION_TYPE_INDIVIDUAL_CONVOLUTION")
+_CPU_YNN_BY_MODEL = {
+    "vae": (f"{_YNN_DOT},{_YNN_CONV}", "YNNPACK's dots and convolutions (XLA's default) "
+            "trained the dense VAE at 17,750 examples/s against 16,481 without them"),
+    "conv_vae": (f"{_YNN_DOT},{_YNN_CONV}", "YNNPACK's dots and convolutions (XLA's default) "
+                 "trained the conv VAE at 2,136 examples/s against 1,960 without them"),
+    "unet": (_YNN_DOT, "YNNPACK's dots alone trained the DDPM U-Net at 279 examples/s, none "
+             "at 264, dots and convolutions at 233"),
+    "realnvp": (_YNN_DOT, "YNNPACK's dots alone trained RealNVP at 192 examples/s, none at "
+                "185, dots and convolutions at 156"),
+}
 
 # (value, why) by backend; "other" is every backend without its own entry.
 _CONV_TRANSPOSE = {
@@ -47,6 +85,62 @@ _STEPS_PER_CALL = {
     "other": (1, "one step per call, the native form; several steps per call have not been "
                  "measured on GPU or TPU"),
 }
+
+
+def use_cpu_xla_flags(environ=os.environ) -> dict[str, str]:
+  """Adds CPU_XLA_FLAGS to environ["XLA_FLAGS"] for a CPU-only JAX; returns {flag: why}
+  of those added.
+
+  A flag the user already gives (its name, before "=") is left as given;
+  GEN_CPU_XLA_FLAGS=0 in the environment adds none.
+  Nothing is added where an accelerator plugin is installed (the flags were
+  measured on a CPU) or JAX_PLATFORMS names another platform, nor once JAX's
+  backends have started, when XLA_FLAGS is no longer read (logged).
+  """
+  if environ.get("GEN_CPU_XLA_FLAGS", "1") == "0":  # opted out (an A/B of the flags)
+    return {}
+  platforms = environ.get("JAX_PLATFORMS", "")
+  if (platforms and platforms.split(",")[0] != "cpu") or (
+      not platforms and any(importlib.util.find_spec(p) for p in _ACCELERATOR_PLUGINS)):
+    return {}
+  given = environ.get("XLA_FLAGS", "").split()
+  named = {flag.split("=", 1)[0] for flag in given}
+  wanted = {flag: why for flag, why in CPU_XLA_FLAGS.items()
+            if flag.split("=", 1)[0] not in named}
+  if not wanted:
+    return {}
+  from jax._src import xla_bridge
+  if xla_bridge.backends_are_initialized():
+    logging.info("JAX's backends started before gen was imported: XLA_FLAGS %s not set "
+                 "(import gen first for the CPU defaults)", " ".join(wanted))
+    return {}
+  environ["XLA_FLAGS"] = " ".join([*given, *wanted])
+  _added_flags.update(wanted)
+  return wanted
+
+
+def compiler_options(model_name: str) -> dict[str, str] | None:
+  """XLA options for the train and evaluation steps of `model_name`: on a CPU
+  where use_cpu_xla_flags turned YNNPACK fusions off, those measured faster
+  for this model (_CPU_YNN_BY_MODEL); None otherwise (the process's flags)."""
+  if not _added_flags or model_name not in _CPU_YNN_BY_MODEL or jax.default_backend() != "cpu":
+    return None
+  return {_YNN_OPTION: _CPU_YNN_BY_MODEL[model_name][0]}
+
+
+def xla_flag_choices(model_name: str | None = None) -> dict[str, dict]:
+  """{"XLA_FLAGS": {"value", "why"}} for the flags use_cpu_xla_flags added, and
+  the train and evaluation steps' own options for `model_name`, as `resolve`
+  reports config settings; {} when it added none."""
+  if not _added_flags:
+    return {}
+  choices = {"XLA_FLAGS": {"value": " ".join(_added_flags),
+                           "why": "cpu: " + "; ".join(_added_flags.values())}}
+  options = compiler_options(model_name) if model_name else None
+  if options:
+    choices["step_compiler_options"] = {"value": options,
+                                        "why": "cpu: " + _CPU_YNN_BY_MODEL[model_name][1]}
+  return choices
 
 
 def _pick(table: dict, backend: str):

@@ -39,13 +39,18 @@ def test_hlo_instructions_are_sorted_into_kinds_and_passes():
              for kind, phase in kinds)  # the sqrt and the update outside the model
 
 
-def test_a_profile_adds_up_to_the_wall_time_and_finds_the_convolutions():
+def test_overlapping_op_intervals_cover_their_union():
+  assert op_profile._covered_ns([(0, 10), (5, 12), (20, 25), (21, 22)]) == 17
+
+
+def test_a_profile_accounts_for_the_wall_time_and_finds_the_convolutions():
   step, params, x = _conv_train_step()
   hlo = step.lower(params, x).compile().as_text()
   jax.block_until_ready(step(params, x))
   profile = op_profile.profile_jax(lambda: jax.block_until_ready(step(params, x)), hlo, 3)
   total = sum(ms for _, _, ms in profile["rows"])
-  assert total == pytest.approx(profile["wall_ms"], rel=1e-6)
+  assert total == pytest.approx(profile["recorded_ms"], rel=1e-6)
+  assert 0 <= profile["uncovered_ms"] < profile["wall_ms"]
   by_kind = {}
   for kind, _, ms in profile["rows"]:
     by_kind[kind] = by_kind.get(kind, 0.0) + ms

@@ -11,6 +11,7 @@ import jax.numpy as jnp
 import ml_collections
 from absl import logging
 
+from gen import platform
 from gen.train import sharding
 from gen.train.state import TrainState
 
@@ -42,7 +43,8 @@ def make_train_fn(family, tx, mesh, unroll: int = 10):
     return jax.lax.scan(one_step, state, batches, unroll=True if count <= unroll else unroll)
 
   replicated = sharding.replicated(mesh)
-  return jax.jit(run_steps, donate_argnums=0, out_shardings=(replicated, replicated))
+  return jax.jit(run_steps, donate_argnums=0, out_shardings=(replicated, replicated),
+                 compiler_options=platform.compiler_options(family.config.model.name))
 
 
 def init_state(family, tx, config: ml_collections.ConfigDict, mesh) -> TrainState:
@@ -84,7 +86,8 @@ def make_eval_fn(family, mesh, final: bool = False):
       sums[f"nonfinite/{key}"] = jnp.sum(real & ~jnp.isfinite(values))
     return sums
 
-  return jax.jit(eval_batch, out_shardings=sharding.replicated(mesh))
+  return jax.jit(eval_batch, out_shardings=sharding.replicated(mesh),
+                 compiler_options=platform.compiler_options(family.config.model.name))
 
 
 def evaluate_split(eval_fn, params, dataset, split: str, batch_size: int, mesh) -> dict:
