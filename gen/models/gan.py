@@ -63,15 +63,16 @@ class BatchStatisticsNorm(nn.Module):
 
   @nn.compact
   def __call__(self, x, reference_rows: int = 0):
-    axes = tuple(range(x.ndim - 1))
     statistics_of = x[:reference_rows] if reference_rows else x
     # Statistics in float32 whatever the compute dtype.
     statistics_of = statistics_of.astype(jnp.float32)
     # One pass for both moments (XLA fuses the two sums), then one
     # multiply-add per element: E[x^2] - E[x]^2, clipped at 0, as flax's
     # BatchNorm with use_fast_variance.
-    mean = jnp.mean(statistics_of, axis=axes)
-    variance = jnp.maximum(jnp.mean(jnp.square(statistics_of), axis=axes) - jnp.square(mean), 0.0)
+    rows = statistics_of.reshape(-1, x.shape[-1])
+    mean = layers.sum_rows(rows) / rows.shape[0]
+    mean_square = layers.sum_rows(jnp.square(rows)) / rows.shape[0]
+    variance = jnp.maximum(mean_square - jnp.square(mean), 0.0)
     scale = self.param("scale", nn.initializers.ones, (x.shape[-1],))
     bias = self.param("bias", nn.initializers.zeros, (x.shape[-1],))
     multiplier = scale * jax.lax.rsqrt(variance + self.epsilon)

@@ -121,10 +121,26 @@ class ConvTranspose(nn.Module):
           # of the taps concatenated, whose copy cost more than it saved.
           columns.append(sum(shift @ weight for shift, weight in zip(shifts, weights)))
         rows.append(jnp.stack(columns, axis=3))  # [batch, h, w, phase_w, out]
-      y = jnp.stack(rows, axis=3)  # [batch, h, w, phase_h, phase_w, out]
+      # Stacked where each phase interleaves, [batch, h, phase_h, w, phase_w,
+      # out], the reshape below is free: no transpose pass over the output.
+      y = jnp.stack(rows, axis=2)
+      return y.reshape(batch, height * s, width * s, self.features) + bias
     y = y.transpose(0, 1, 3, 2, 4, 5)
     return y.reshape(batch, height * s, width * s, self.features) + bias
 
+
+
+def sum_rows(x):
+  """x [..., n, c] -> [..., c], the sum over n, as a matrix-vector product.
+
+  XLA:CPU splits a long reduction into a reduce-window and a short reduce
+  (its tree-reduction rewrite), which ran 3x slower than a product with a
+  vector of ones for batch-norm statistics over 64x28x28 rows
+  (experiments/op_microbenchmark.py). HIGHEST precision: full float32 on
+  accelerators too, whose default float32 matmul rounds to bfloat16.
+  """
+  ones = jnp.ones(x.shape[-2:-1], x.dtype)
+  return jnp.einsum("...nc,n->...c", x, ones, precision=jax.lax.Precision.HIGHEST)
 
 
 class GroupNorm(nn.Module):
@@ -164,8 +180,9 @@ class GroupNorm(nn.Module):
       sums = values.reshape(-1, self.num_groups, per_group).sum(-1) / count
       return jnp.repeat(sums, per_group, axis=-1)
 
-    mean = group_mean(jnp.sum(x32, axis=image_axes))
-    mean_square = group_mean(jnp.sum(jnp.square(x32), axis=image_axes))
+    rows = x32.reshape(x.shape[0], -1, channels)
+    mean = group_mean(sum_rows(rows))
+    mean_square = group_mean(sum_rows(jnp.square(rows)))
     variance = jnp.maximum(mean_square - jnp.square(mean), 0.0)
     multiplier = scale * jax.lax.rsqrt(variance + self.epsilon)  # [b, c]
     shift = bias - mean * multiplier
