@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import json
 import os
-import platform as host_platform
 import statistics
 import subprocess
 import sys
@@ -217,36 +216,6 @@ def _launch(what: str, xla_flags: str = "", code_root: str = ROOT) -> dict:
   return json.loads(lines[-1])
 
 
-def _cpu_summary() -> list[str]:
-  """What decides CPU speed here: model, ISA flags, threads, library versions."""
-  model, flags_line = host_platform.processor() or "unknown", ""
-  try:
-    with open("/proc/cpuinfo") as file:
-      for line in file:
-        if line.startswith("model name") and model in ("unknown", "", "x86_64"):
-          model = line.split(":", 1)[1].strip()
-        if line.startswith("flags") and not flags_line:
-          flags_line = line.split(":", 1)[1]
-  except OSError:
-    pass
-  cpu_flags = flags_line.split()
-  wanted = ["avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_bf16",
-            "amx_int8"]
-  present = [f for f in wanted if f in cpu_flags]
-  absent = [f for f in wanted if f not in cpu_flags]
-  versions = []
-  for module in ("jax", "jaxlib", "flax", "optax", "torch", "diffusers"):
-    try:
-      versions.append(f"{module} {__import__(module).__version__}")
-    except ImportError:
-      versions.append(f"{module} not installed")
-  return [f"CPU: {model}; {os.cpu_count()} logical CPUs (threads used by both frameworks: all)",
-          f"ISA flags present: {', '.join(present) or 'none'}; absent: {', '.join(absent)}",
-          "versions: " + ", ".join(versions),
-          "XLA_FLAGS of the JAX rows: gen's own CPU flags (gen/platform.py) unless the row "
-          f"says; python {sys.version.split()[0]}"]
-
-
 def _rows() -> list[tuple[str, str, str, str]]:
   """(row label, case, what to run, XLA flags) in table order."""
   rows = []
@@ -286,8 +255,10 @@ def main(argv):
     raise app.UsageError(f"unknown cases or variants: {', '.join(unknown)}; cases: "
                          f"{', '.join(CASES)}; variants: {', '.join(VARIANTS)}")
   sys.path.insert(0, ROOT)
-  for line in _cpu_summary():
+  from gen.train import compute
+  for line in compute.machine_summary(("torch", "diffusers")):
     print(line)
+  print("XLA_FLAGS of the JAX rows: gen's own CPU flags (gen/platform.py) unless the row says")
   print(f"{_ROUNDS.value} interleaved rounds; each process: {_REPEATS.value} windows of "
         f"~{_SECONDS.value:g} s, median\n", flush=True)
   rows = _rows()

@@ -215,3 +215,37 @@ def mfu(flops_per_second: float, device) -> tuple[float | None, str]:
   return (flops_per_second / entry.flops_per_second,
           f"{entry.name} dense {entry.precision} peak {entry.flops_per_second / 1e12:g} "
           f"TFLOP/s ({entry.source})")
+
+
+def machine_summary(other_libraries: tuple[str, ...] = ()) -> list[str]:
+  """Lines saying what decides speed on this host's CPU, for a benchmark's head:
+  the CPU model, its AVX-512 / AMX flags (Linux), its logical CPUs, and the
+  versions of jax, jaxlib, flax, optax and `other_libraries`."""
+  import importlib
+  import os
+  import platform
+  import sys
+
+  model, cpu_flags = platform.processor() or "unknown", []
+  try:
+    with open("/proc/cpuinfo") as file:
+      for line in file:
+        if line.startswith("model name") and model in ("unknown", "", "x86_64"):
+          model = line.split(":", 1)[1].strip()
+        if line.startswith("flags") and not cpu_flags:
+          cpu_flags = line.split(":", 1)[1].split()
+  except OSError:
+    pass
+  wanted = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_bf16",
+            "amx_int8")
+  present = [f for f in wanted if f in cpu_flags]
+  absent = [f for f in wanted if f not in cpu_flags]
+  versions = []
+  for name in ("jax", "jaxlib", "flax", "optax", *other_libraries):
+    try:
+      versions.append(f"{name} {importlib.import_module(name).__version__}")
+    except ImportError:
+      versions.append(f"{name} not installed")
+  return [f"CPU: {model}; {os.cpu_count()} logical CPUs, all used by every framework",
+          f"ISA flags present: {', '.join(present) or 'none read'}; absent: {', '.join(absent)}",
+          f"versions: {', '.join(versions)}; python {sys.version.split()[0]}"]
