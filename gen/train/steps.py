@@ -44,7 +44,14 @@ def make_train_fn(family, tx, mesh, unroll: int = 10):
 
   replicated = sharding.replicated(mesh)
   return jax.jit(run_steps, donate_argnums=0, out_shardings=(replicated, replicated),
-                 compiler_options=platform.compiler_options(family.config.model.name))
+                 compiler_options=_compiler_options(family))
+
+
+def _compiler_options(family) -> dict | None:
+  """XLA options measured for this family's model (gen/platform.py); a family
+  built without a config (a test's stub) gets none."""
+  config = getattr(family, "config", None)
+  return platform.compiler_options(config.model.name) if config is not None else None
 
 
 def init_state(family, tx, config: ml_collections.ConfigDict, mesh) -> TrainState:
@@ -87,7 +94,7 @@ def make_eval_fn(family, mesh, final: bool = False):
     return sums
 
   return jax.jit(eval_batch, out_shardings=sharding.replicated(mesh),
-                 compiler_options=platform.compiler_options(family.config.model.name))
+                 compiler_options=_compiler_options(family))
 
 
 def evaluate_split(eval_fn, params, dataset, split: str, batch_size: int, mesh) -> dict:
