@@ -92,7 +92,8 @@ def use_cpu_xla_flags(environ=os.environ) -> dict[str, str]:
   of those added.
 
   A flag the user already gives (its name, before "=") is left as given;
-  GEN_CPU_XLA_FLAGS=0 in the environment adds none.
+  one given exactly as gen sets it (inherited from a parent that imported
+  gen) counts as gen's. GEN_CPU_XLA_FLAGS=0 in the environment adds none.
   Nothing is added where an accelerator plugin is installed (the flags were
   measured on a CPU) or JAX_PLATFORMS names another platform, nor once JAX's
   backends have started, when XLA_FLAGS is no longer read (logged).
@@ -104,6 +105,10 @@ def use_cpu_xla_flags(environ=os.environ) -> dict[str, str]:
       not platforms and any(importlib.util.find_spec(p) for p in _ACCELERATOR_PLUGINS)):
     return {}
   given = environ.get("XLA_FLAGS", "").split()
+  # Our own flag, as we set it, inherited from a parent process that imported
+  # gen (a launcher, a test runner): still ours, so the per-model options apply.
+  inherited = {flag: why for flag, why in CPU_XLA_FLAGS.items() if flag in given}
+  _added_flags.update(inherited)
   named = {flag.split("=", 1)[0] for flag in given}
   wanted = {flag: why for flag, why in CPU_XLA_FLAGS.items()
             if flag.split("=", 1)[0] not in named}

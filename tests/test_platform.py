@@ -132,3 +132,13 @@ def test_steps_of_some_models_get_their_measured_library_fusions_back(monkeypatc
   import jax
   import jax.numpy as jnp
   jax.jit(lambda x: x @ x, compiler_options=options).lower(jnp.ones((4, 4))).compile()
+
+
+def test_cpu_xla_flags_inherited_from_a_parent_that_imported_gen_stay_gens(
+    backends_not_started):
+  # A child process (a test's subprocess, a launcher's worker) inherits the
+  # parent's XLA_FLAGS: the per-model options must still apply there.
+  environ = {"XLA_FLAGS": " ".join(platform.CPU_XLA_FLAGS)}
+  assert platform.use_cpu_xla_flags(environ) == {}
+  assert environ["XLA_FLAGS"] == " ".join(platform.CPU_XLA_FLAGS)  # not doubled
+  assert platform.xla_flag_choices()["XLA_FLAGS"]["value"] == " ".join(platform.CPU_XLA_FLAGS)
