@@ -125,7 +125,7 @@ class ConvTranspose(nn.Module):
       # Stacked where each phase interleaves, [batch, h, phase_h, w, phase_w,
       # out], the reshape below is free: no transpose pass over the output.
       y = jnp.stack(rows, axis=2)
-      return add_bias(y.reshape(batch, height * s, width * s, self.features), bias)
+      return y.reshape(batch, height * s, width * s, self.features) + bias
     y = y.transpose(0, 1, 3, 2, 4, 5)
     return y.reshape(batch, height * s, width * s, self.features) + bias
 
@@ -154,53 +154,6 @@ def _sum_over_rows(rows):
   """
   ones = jnp.ones((rows.shape[0], 1, rows.shape[1]), rows.dtype)
   return jnp.einsum("rmn,rnc->rmc", ones, rows, precision=jax.lax.Precision.HIGHEST)[:, 0]
-
-
-@jax.custom_vjp
-def add_bias(x, bias):
-  """x [..., c] + bias [c], whose bias gradient is a ones-product.
-
-  Differentiated by XLA, the bias gradient is a sum over every position,
-  which XLA:CPU splits into a slow reduce-window (3 ms for one DCGAN layer's
-  64x28x28x64 gradient, against ~0.2 ms as a product; twin_benchmark.py
-  --profile).
-  """
-  return x + bias.astype(x.dtype)
-
-
-def _add_bias_forward(x, bias):
-  return add_bias(x, bias), bias  # kept for its dtype
-
-
-def _add_bias_backward(bias, out_grad):
-  rows = out_grad.reshape(1, -1, out_grad.shape[-1]).astype(jnp.float32)
-  return out_grad, _sum_over_rows(rows)[0].astype(bias.dtype)
-
-
-add_bias.defvjp(_add_bias_forward, _add_bias_backward)
-
-
-@jax.custom_vjp
-def scale_and_shift(x, multiplier, shift):
-  """x [..., c] * multiplier [c] + shift [c] in float32, with the gradients of
-  multiplier and shift as ones-products (see add_bias)."""
-  return x.astype(jnp.float32) * multiplier + shift
-
-
-def _scale_and_shift_forward(x, multiplier, shift):
-  return scale_and_shift(x, multiplier, shift), (x, multiplier)
-
-
-def _scale_and_shift_backward(residuals, out_grad):
-  x, multiplier = residuals
-  channels = x.shape[-1]
-  rows = out_grad.reshape(1, -1, channels).astype(jnp.float32)
-  x_rows = x.reshape(1, -1, channels).astype(jnp.float32)
-  return ((out_grad * multiplier).astype(x.dtype), _sum_over_rows(rows * x_rows)[0],
-          _sum_over_rows(rows)[0])
-
-
-scale_and_shift.defvjp(_scale_and_shift_forward, _scale_and_shift_backward)
 
 
 # Activations a normalization applies in its own pass: name -> (f(a), f'(a)).
