@@ -65,14 +65,13 @@ class ResBlock(nn.Module):
 
   @nn.compact
   def __call__(self, x, embedding, train: bool):
-    # GroupNorm's statistics are float32 whatever the dtype (flax's default);
-    # the SiLU runs in the norm's own pass (and backward pass).
-    norm = lambda: layers.GroupNorm(self.num_groups, activation="silu", dtype=self.dtype)
-    h = norm()(x)
+    # GroupNorm's statistics are float32 whatever the dtype (flax's default).
+    norm = lambda: layers.GroupNorm(self.num_groups, dtype=self.dtype)
+    h = nn.silu(norm()(x))
     h = nn.Conv(self.features, (3, 3), dtype=self.dtype)(h)
     # A per-channel shift by the timestep: every block knows the noise level.
     h = h + nn.Dense(self.features, dtype=self.dtype)(nn.silu(embedding))[:, None, None, :]
-    h = norm()(h)
+    h = nn.silu(norm()(h))
     h = nn.Dropout(self.dropout, deterministic=not train)(h)
     # Zero-initialized, so that each block starts as the identity on its skip
     # path (as in the paper's code): a deep U-Net then trains from step 0.
@@ -205,7 +204,7 @@ class UNet(nn.Module):
         h = jnp.repeat(jnp.repeat(h, 2, axis=1), 2, axis=2)
         h = conv(h.shape[-1])(h)
 
-    h = layers.GroupNorm(self.num_groups, activation="silu", dtype=self.dtype)(h)
+    h = nn.silu(layers.GroupNorm(self.num_groups, dtype=self.dtype)(h))
     # Zero-initialized: the untrained model predicts eps = 0, so the first loss
     # is E[eps^2] = 1 whatever the other initial weights do, and the first
     # updates are not fighting a large random output.
