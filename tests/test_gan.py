@@ -200,3 +200,27 @@ def test_batch_statistics_norm_is_the_textbook_batch_norm(reference_rows):
               * np.asarray(p["scale"]) + np.asarray(p["bias"]))
   np.testing.assert_allclose(layer.apply(params, x, reference_rows), expected,
                              rtol=1e-4, atol=1e-4)
+
+
+
+def test_batch_statistics_norm_gradient_is_the_textbook_gradient():
+  # Autodiff of the one-pass form must be the gradient of the two-pass
+  # textbook batch norm.
+  from gen.models.gan import BatchStatisticsNorm
+  x = jax.random.normal(jax.random.PRNGKey(0), (8, 5, 5, 6)) * 2 + 3
+  layer = BatchStatisticsNorm()
+  params = layer.init(jax.random.PRNGKey(1), x)
+  params = jax.tree_util.tree_map(
+      lambda p: p + jax.random.normal(jax.random.PRNGKey(2), p.shape), params)
+
+  def textbook(p, x):
+    mean = jnp.mean(x, axis=(0, 1, 2))
+    variance = jnp.mean(jnp.square(x - mean), axis=(0, 1, 2))
+    return ((x - mean) * jax.lax.rsqrt(variance + layer.epsilon) * p["params"]["scale"]
+            + p["params"]["bias"])
+
+  cotangent = jax.random.normal(jax.random.PRNGKey(3), x.shape)
+  ours = jax.grad(lambda p, x: jnp.vdot(layer.apply(p, x), cotangent), (0, 1))(params, x)
+  expected = jax.grad(lambda p, x: jnp.vdot(textbook(p, x), cotangent), (0, 1))(params, x)
+  for a, b in zip(jax.tree_util.tree_leaves(ours), jax.tree_util.tree_leaves(expected)):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
