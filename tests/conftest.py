@@ -9,13 +9,30 @@ flags. XLA reads them once, when jax first initializes its backend, so they
 are set here before any test imports jax.
 """
 
+import atexit
 import os
+import shutil
 import sys
+import tempfile
+
+import pytest
 
 os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
                            " --xla_force_host_platform_device_count=8"
                            " --xla_backend_optimization_level=0").strip()
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+
+# One persistent compilation cache for the whole session: pytest's own
+# process creates it before it starts the xdist workers, which inherit the
+# variables, as do the experiments/ subprocesses they run. The same programs
+# compile in many tests (a stop-and-resume test runs one three times; every
+# family's step is built by several files), and a program compiled by one
+# worker is then read back by the other.
+if "GEN_TESTS_JAX_CACHE" not in os.environ:
+  os.environ["GEN_TESTS_JAX_CACHE"] = tempfile.mkdtemp(prefix="gen-tests-jax-cache-")
+  atexit.register(shutil.rmtree, os.environ["GEN_TESTS_JAX_CACHE"], ignore_errors=True)
+os.environ["JAX_COMPILATION_CACHE_DIR"] = os.environ["GEN_TESTS_JAX_CACHE"]
+os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0.5"
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:  # configs/ is imported as a package from the repo root
@@ -44,3 +61,14 @@ def pytest_collection_modifyitems(config, items):
         return index
     return len(_LONGEST)
   items.sort(key=rank)  # stable: the others keep their order
+
+
+@pytest.fixture
+def fully_optimized_steps(monkeypatch):
+  """The loop's train and evaluation steps compiled at XLA's full backend
+  optimization, which XLA_FLAGS above turn off: for the few in-process runs
+  whose hundreds of convolution steps cost more than their compilation."""
+  from gen.train import steps
+  measured = steps._compiler_options
+  monkeypatch.setattr(steps, "_compiler_options", lambda family: {
+      **(measured(family) or {}), "xla_backend_optimization_level": 3})

@@ -1,20 +1,12 @@
-"""Running the real loop and the real command line from tests."""
+"""Running the real loop and the real command line from tests, and compiling
+the few test computations whose cost is running, not compiling."""
 
-import atexit
 import os
 import shutil
 import subprocess
 import sys
-import tempfile
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-# One persistent compilation cache for every subprocess of a test session: a
-# stop-and-resume test runs the same programs three times, and compiling them
-# once instead of three times is most of its CPU time.
-_COMPILATION_CACHE = tempfile.mkdtemp(prefix="gen-tests-jax-cache-")
-atexit.register(shutil.rmtree, _COMPILATION_CACHE, ignore_errors=True)
 
 
 def xla_flags(devices: int) -> str:
@@ -25,12 +17,20 @@ def xla_flags(devices: int) -> str:
 def subprocess_env(**extra: str) -> dict:
   """The environment of a subprocess a test starts: two host devices, not
   conftest's 8 (still data-parallel, and 15% less time for runs whose shards
-  are a few examples each), and the session's compilation cache."""
-  env = dict(os.environ, PYTHONUNBUFFERED="1", XLA_FLAGS=xla_flags(2),
-             JAX_COMPILATION_CACHE_DIR=_COMPILATION_CACHE,
-             JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0.5")
+  are a few examples each); it inherits conftest's compilation cache."""
+  env = dict(os.environ, PYTHONUNBUFFERED="1", XLA_FLAGS=xla_flags(2))
   env.update(extra)
   return env
+
+
+def compiled_fast(fn, *example_args):
+  """`fn` compiled for the shapes of `example_args` at XLA's full backend
+  optimization. conftest turns that optimization off for the session, since
+  most test programs run a step or two and compile time is what they cost;
+  a test that pushes large arrays through one small program wants it back."""
+  import jax
+  return jax.jit(fn).lower(*example_args).compile(
+      compiler_options={"xla_backend_optimization_level": 3})
 
 
 def run_main(config_file: str, workdir: str, *overrides: str, timeout: float = 300,

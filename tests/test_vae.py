@@ -10,6 +10,7 @@ import pytest
 from configs import conv_vae, vae
 from gen.data import SourceInfo
 from gen.families.vae import VAE, discretized_logistic_log_prob, gaussian_kl
+from tests.helpers import compiled_fast
 
 
 def test_analytic_kl_matches_monte_carlo():
@@ -76,12 +77,14 @@ def _log_px_by_quadrature(family, params, batch, half_width=7.0, points=281):
 
   out = jax.jit(family.decode)(params, jnp.asarray(grid))
 
-  @jax.jit
-  def one(target_row):
+  # `out` is an argument, not a closed-over constant: XLA would fold the
+  # 79k-row decoder output into the program and take seconds to compile it.
+  def one(out, target_row):
     tiled = jnp.broadcast_to(target_row, (len(grid), *target_row.shape))
     return jax.nn.logsumexp(family.log_likelihood(out, tiled) + log_prior) + cell
 
-  return np.array([float(one(row)) for row in target])
+  one = compiled_fast(one, out, target[0])
+  return np.array([float(one(out, row)) for row in target])
 
 
 def test_importance_weighted_bound_rises_with_k_toward_log_px():
@@ -96,9 +99,9 @@ def test_importance_weighted_bound_rises_with_k_toward_log_px():
   target = family.targets(batch, x)
   log_px = _log_px_by_quadrature(family, params, batch)
 
-  elbo_draws = []
+  elbo_parts, elbo_draws = jax.jit(family.elbo_parts), []
   for seed in range(200):
-    reconstruction, kl = family.elbo_parts(params, x, target, jax.random.PRNGKey(seed))
+    reconstruction, kl = elbo_parts(params, x, target, jax.random.PRNGKey(seed))
     elbo_draws.append(np.asarray(reconstruction - kl))
   elbo = np.mean(elbo_draws, axis=0)
 
