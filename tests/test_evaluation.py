@@ -107,10 +107,11 @@ def _params_off_init(family):
   output layers would make every metric trivially batch-independent."""
   params = jax.jit(family.init_params)(jax.random.PRNGKey(0))
   leaves, tree = jax.tree_util.tree_flatten(params)
-  keys = jax.random.split(jax.random.PRNGKey(1), len(leaves))
-  leaves = [leaf + 0.05 * jax.random.normal(key, leaf.shape, leaf.dtype)
+  # Drawn by numpy: a jax draw per leaf shape would compile a program each.
+  rng = np.random.default_rng(1)
+  leaves = [np.asarray(leaf) + 0.05 * rng.standard_normal(leaf.shape).astype(leaf.dtype)
             if jnp.issubdtype(leaf.dtype, jnp.floating) and leaf.ndim else leaf
-            for leaf, key in zip(leaves, keys)]
+            for leaf in leaves]
   return jax.tree_util.tree_unflatten(tree, leaves)
 
 

@@ -38,14 +38,15 @@ def test_each_phase_changes_only_its_own_player():
   opt_state = family.init_opt_state(tx, params)
   real = jax.random.uniform(jax.random.PRNGKey(1), (16, 8, 8, 1), minval=-1, maxval=1)
 
-  disc, disc_opt, _, _, _ = family.discriminator_phase(params, opt_state, real,
-                                                       jax.random.PRNGKey(2), tx)
+  # Jitted: op by op, each of the phase's primitives would compile on its own.
+  discriminator_phase = jax.jit(lambda *args: family.discriminator_phase(*args, tx))
+  generator_phase = jax.jit(lambda *args: family.generator_phase(*args, 16, tx))
+  disc, disc_opt, _, _, _ = discriminator_phase(params, opt_state, real, jax.random.PRNGKey(2))
   assert all(_changed(params["discriminator"], disc))
   after_disc = {"generator": params["generator"], "discriminator": disc}
   opt_after_disc = {"generator": opt_state["generator"], "discriminator": disc_opt}
 
-  gen, gen_opt, _, _ = family.generator_phase(after_disc, opt_after_disc,
-                                              jax.random.PRNGKey(3), 16, tx)
+  gen, gen_opt, _, _ = generator_phase(after_disc, opt_after_disc, jax.random.PRNGKey(3))
   assert all(_changed(params["generator"], gen))
   # Each phase returns only its own player's parameters and optimizer state.
   assert jax.tree_util.tree_structure(gen) == jax.tree_util.tree_structure(params["generator"])
@@ -70,11 +71,13 @@ def test_generator_phase_leaves_the_discriminator_alone():
   params = jax.jit(family.init_params)(jax.random.PRNGKey(0))
   tx = family.make_optimizer()
   opt_state = family.init_opt_state(tx, params)
-  _, _, _, grads = family.generator_phase(params, opt_state, jax.random.PRNGKey(1), 8, tx)
+  # Structures only: traced (eval_shape), not compiled and run.
+  _, _, _, grads = jax.eval_shape(
+      lambda: family.generator_phase(params, opt_state, jax.random.PRNGKey(1), 8, tx))
   assert jax.tree_util.tree_structure(grads) == jax.tree_util.tree_structure(
       params["generator"])
-  _, _, _, _, grads = family.discriminator_phase(
-      params, opt_state, jnp.zeros((8, 8, 8, 1)), jax.random.PRNGKey(1), tx)
+  _, _, _, _, grads = jax.eval_shape(lambda: family.discriminator_phase(
+      params, opt_state, jnp.zeros((8, 8, 8, 1)), jax.random.PRNGKey(1), tx))
   assert jax.tree_util.tree_structure(grads) == jax.tree_util.tree_structure(
       params["discriminator"])
 
@@ -103,8 +106,9 @@ def test_r1_penalty_of_a_linear_discriminator_is_its_squared_weight_norm():
   params = jax.jit(family.init_params)(jax.random.PRNGKey(0))
   tx = family.make_optimizer()
   real = jax.random.normal(jax.random.PRNGKey(1), (32, 2))
-  _, _, _, metrics, _ = family.discriminator_phase(params, family.init_opt_state(tx, params),
-                                                   real, jax.random.PRNGKey(2), tx)
+  # Compiled: op by op, each primitive of the phase compiles on its own.
+  _, _, _, metrics, _ = jax.jit(lambda p, x, key: family.discriminator_phase(
+      p, family.init_opt_state(tx, p), x, key, tx))(params, real, jax.random.PRNGKey(2))
   kernel = [leaf for path, leaf in jax.tree_util.tree_leaves_with_path(params["discriminator"])
             if "kernel" in jax.tree_util.keystr(path)]
   assert len(kernel) == 1  # logit = w.x + b, so grad_x = w
@@ -140,8 +144,9 @@ def test_spectral_normalization_carries_its_vector_and_reaches_unit_norm(variant
     top = np.linalg.svd(kernel / sigmas[layer], compute_uv=False)[0]
     np.testing.assert_allclose(top, 1.0, rtol=0.01, err_msg=f"{layer} {kernel.shape}")
   # Gradients flow through the kernel, not through the power iteration's vectors.
-  grad = jax.grad(lambda d: jnp.sum(family.discriminate(dict(params, discriminator=d), x)))(
-      params["discriminator"])
+  grad = jax.jit(jax.grad(
+      lambda d: jnp.sum(family.discriminate(dict(params, discriminator=d), x))))(
+          params["discriminator"])
   assert all(np.all(np.isfinite(g)) and np.any(g != 0) for g in jax.tree_util.tree_leaves(grad))
 
 
