@@ -39,18 +39,19 @@ if ROOT not in sys.path:  # configs/ is imported as a package from the repo root
   sys.path.insert(0, ROOT)
 
 
-# The longest tests (seconds each on 2 cores; they run experiments/ in
-# subprocesses), started first: pytest-xdist hands tests out in order, and a
-# long one started last keeps one worker busy while the other has finished.
+# The longest tests (seconds each on a slower machine of this kind, 2 cores,
+# in the full suite), started first: pytest-xdist hands tests out in order,
+# and a long one started last keeps one worker busy while the other has
+# finished.
 _LONGEST = (
-    "tests/test_ddpm.py::test_trains_reports_and_resumes_exactly_with_ema",  # 90
-    "tests/test_multiprocess.py::",  # 30 + 15
-    "tests/test_compare.py::test_a_real_comparison",  # 50
-    "tests/test_gan.py::test_dcgan_trains_checkpoints_ema_and_resumes_exactly",  # 45
-    "tests/test_likelihood_runs.py::",  # 20-40 each
-    "tests/test_train_loop.py::test_killed_run_resumes_bitwise",  # 40
-    "tests/test_device_suite.py::test_tiny_run_reports_every_case",  # 35
-    "tests/test_notebook.py::",  # 25
+    "tests/test_ddpm.py::test_trains_reports_and_resumes_exactly_with_ema",  # 117
+    "tests/test_multiprocess.py::",  # 80
+    "tests/test_compare.py::test_a_real_comparison",  # 60
+    "tests/test_device_suite.py::test_tiny_run_reports_every_case",  # 52
+    "tests/test_train_loop.py::test_killed_run_resumes_bitwise",  # 44
+    "tests/test_likelihood_runs.py::",  # 15-38 each
+    "tests/test_gan.py::test_dcgan_trains_checkpoints_ema_and_resumes_exactly",  # 28
+    "tests/test_notebook.py::",  # 23
 )
 
 
