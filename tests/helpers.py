@@ -142,8 +142,9 @@ def check_bfloat16_run(config_file: str, tmp_path, overrides, float32_results: d
                        num_steps: int = 40) -> dict:
   """Runs `config_file` with config.train.compute_dtype=bfloat16 as
   experiments/main.py would (train_in_process), with the overrides of a
-  float32 run whose results are given: the loss must be finite and falling, and every test metric within
-  BFLOAT16_RTOL of float32's. Returns the bfloat16 results."""
+  float32 run whose results are given: the loss must be finite and falling,
+  and every test metric within BFLOAT16_RTOL of float32's. Returns the
+  bfloat16 results."""
   import json
   import numpy as np
   workdir = tmp_path / "bfloat16"

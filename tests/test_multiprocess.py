@@ -56,9 +56,9 @@ def _rows(workdir, split):
 
 
 def test_two_processes_train_as_one_and_a_killed_job_resumes_bitwise(tmp_path):
-  # One straight job serves both comparisons: each 2-process job costs 2 of
-  # this machine's 2 cores for its imports and compilations.
-  # Few checkpoints: each is a save across both processes, most of a step's cost here.
+  # One straight job serves both comparisons: each 2-process job costs both
+  # cores for its imports and compilations. Few checkpoints: each is a save
+  # across both processes, most of a step's cost here.
   steps = ("--config.train.num_steps=120", "--config.checkpoint.every_steps=20",
            "--config.train.eval_every=60", "--config.train.log_every=1",
            "--config.optimizer.schedule=constant")
