@@ -48,6 +48,8 @@ def get_config(variant: str = ""):
   config.model.dropout = 0.1
   config.model.num_groups = 8
   # Read by the family (gen.families.ddpm), not the module.
+  # eps | v | flow_matching (configs/flow_matching.py).
+  config.model.objective = "eps"
   config.model.timesteps = 1000
   config.model.noise_schedule = "linear"
   config.model.beta_start = 1e-4

@@ -92,9 +92,12 @@ def get_config() -> ml_collections.ConfigDict:
   # A file of Inception-v3 weights (see gen/evaluate/inception.py); when set,
   # Inception FID is computed through the same code path. "" = skip.
   config.eval.inception_weights = ""
-  # Diffusion samplers (gen.families.ddpm): ancestral | ddim, the steps of DDIM
-  # and its eta (0 = deterministic, 1 = as noisy as ancestral sampling).
-  config.eval.sampler = "ddim"
+  # Diffusion and flow-matching samplers (gen.diffusion.samplers): auto |
+  # ancestral | ddim | heun | dpmpp_2m (eps, v) and auto | heun | euler (flow
+  # matching); "auto" = ddim for eps and v, heun for flow matching. Then the
+  # sampler's steps (ancestral runs all T) and DDIM's eta (0 = deterministic,
+  # 1 = as noisy as ancestral sampling).
+  config.eval.sampler = "auto"
   config.eval.sampling_steps = 50
   config.eval.ddim_eta = 0.0
 

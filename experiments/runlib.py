@@ -7,6 +7,7 @@ run with results.json is finished and is not run again.
 
 from __future__ import annotations
 
+import ast
 import concurrent.futures
 import importlib
 import os
@@ -23,7 +24,7 @@ def load_config_spec(spec: str):
   """'configs/vae.py:digits' -> configs.vae.get_config("digits"), "auto" resolved.
 
   Settings may follow an "@": 'configs/ddpm.py@eval.sampler=ancestral'
-  (several joined by "@"); each value is parsed as the type of the default.
+  (several joined by "@"); each value is parsed as the type of the default (a tuple as "1/2/2").
   """
   from gen import platform
 
@@ -38,7 +39,14 @@ def load_config_spec(spec: str):
     for parent in parents:
       node = node[parent]
     old = node[leaf]
-    node[leaf] = value in ("True", "true", "1") if isinstance(old, bool) else type(old)(value)
+    if isinstance(old, bool):
+      node[leaf] = value in ("True", "true", "1")
+    elif isinstance(old, (tuple, list)):
+      # "/" between items: commas already separate the specs of a --configs list.
+      items = value.strip("()[] ").replace("/", ",")
+      node[leaf] = tuple(ast.literal_eval(items + ",")) if items else ()
+    else:
+      node[leaf] = type(old)(value)
   return config
 
 
