@@ -100,6 +100,13 @@ def get_config() -> ml_collections.ConfigDict:
   config.eval.sampler = "auto"
   config.eval.sampling_steps = 50
   config.eval.ddim_eta = 0.0
+  # Bits/dim of diffusion and flow-matching models through the probability-
+  # flow ODE (gen.diffusion.likelihood), an estimate on the first this many
+  # test images (0 = skip): Heun's method with this many fixed steps, and
+  # Hutchinson's trace estimator with this many probes per image.
+  config.eval.ode_likelihood_images = 0
+  config.eval.ode_likelihood_steps = 50
+  config.eval.ode_likelihood_probes = 1
 
   config.optimizer = ml_collections.ConfigDict()
   config.optimizer.name = "adam"  # sgd | adam | adamw | adadelta | rmsprop

@@ -116,6 +116,21 @@ class DiscretePath:
     """Path times at these fractions of the way to noise (rounded to steps)."""
     return np.round(np.asarray(fractions) * (self.timesteps - 1)).astype(np.int32)
 
+  def continuous(self, s):
+    """The schedule between its steps, for the probability-flow ODE: s in
+    [0, 1] is t = s (T-1), with log abar linear between integer steps.
+
+    Returns (network time t, alpha, sigma, d alpha / ds, d sigma / ds), float32.
+    """
+    log_abar = jnp.asarray(np.log(self.schedule["alphas_cumprod"]), jnp.float32)
+    t = jnp.asarray(s, jnp.float32) * (self.timesteps - 1)
+    i = jnp.clip(jnp.floor(t).astype(jnp.int32), 0, self.timesteps - 2)
+    slope = (log_abar[i + 1] - log_abar[i]) * (self.timesteps - 1)  # d log abar / ds
+    value = log_abar[i] + (t - i) * (log_abar[i + 1] - log_abar[i])
+    abar = jnp.exp(value)
+    alpha, sigma = jnp.sqrt(abar), jnp.sqrt(-jnp.expm1(value))
+    return t, alpha, sigma, 0.5 * alpha * slope, -abar * slope / (2.0 * sigma)
+
 
 class FlowPath:
   """The straight line x_t = (1 - t) x_0 + t eps, t in [0, 1] (float32 in jax).
@@ -154,6 +169,11 @@ class FlowPath:
 
   def times_of(self, fractions) -> np.ndarray:
     return np.asarray(fractions, np.float32)
+
+  def continuous(self, s):
+    """(network time, alpha, sigma, d alpha / ds, d sigma / ds) at t = s."""
+    s = jnp.asarray(s, jnp.float32)
+    return (self.network_time(s), 1.0 - s, s, -jnp.ones_like(s), jnp.ones_like(s))
 
 
 def make_path(model_config):

@@ -64,7 +64,8 @@ def _fmt(value, digits: int = 4) -> str:
 
 
 def likelihood(results: dict) -> tuple[float | None, str]:
-  """(bits/dim, kind) of a run's test metrics: exact (flow) or the tightest bound."""
+  """(bits/dim, kind) of a run's test metrics: exact (flow), the tightest bound
+  (VAE), or a diffusion model's probability-flow estimate."""
   test = results.get("test", {})
   if "bits_per_dim_exact" in test:
     return test["bits_per_dim_exact"], "exact"
@@ -74,6 +75,9 @@ def likelihood(results: dict) -> tuple[float | None, str]:
     kind = key.removeprefix("bits_per_dim_").removesuffix("_bound")
     name = "ELBO" if kind == "elbo" else f"importance-weighted, K={kind.removeprefix('iw')}"
     return bounds[key], f"bound, {name}"
+  ode = results.get("ode_likelihood") or {}
+  if "bits_per_dim" in ode:
+    return ode["bits_per_dim"], f"estimate, probability-flow ODE, {ode['images']} images"
   return None, "no likelihood"
 
 
