@@ -212,7 +212,8 @@ def test_ode_likelihood_matches_the_closed_form_density(objective):
   path = _path(objective)
   # The network sees network times; the ODE runs between DDPM's steps too.
   scale = paths.FLOW_NETWORK_TIME_SCALE if path.continuous else path.timesteps - 1
-  network = lambda x, t: _exact_output(objective, x, *path.continuous(t / scale)[1:3])
+  network = lambda x, t: _exact_output(objective, x,
+                                       *path.ode_coefficients(t / scale)[1:3])
   velocity = likelihood.probability_flow(network, objective, path)
   x = jnp.asarray(np.random.default_rng(0).multivariate_normal(MU, COV, 8), jnp.float32)
   expected = _gaussian_log_density(np.asarray(x, np.float64))

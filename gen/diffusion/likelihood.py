@@ -35,7 +35,7 @@ def probability_flow(network, objective: str, path):
   """f(x [b, ...], s []) -> dx/ds [b, ...], for network(x, network time [b]) -> raw output."""
 
   def velocity(x, s):
-    t, alpha, sigma, dalpha, dsigma = path.continuous(s)
+    t, alpha, sigma, dalpha, dsigma = path.ode_coefficients(s)
     batch = x.shape[0]
     output = network(x, jnp.full((batch,), t, jnp.float32))
     x0_hat, eps_hat = paths.predictions(objective, output, x, jnp.full((batch,), alpha),

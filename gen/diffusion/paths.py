@@ -116,7 +116,7 @@ class DiscretePath:
     """Path times at these fractions of the way to noise (rounded to steps)."""
     return np.round(np.asarray(fractions) * (self.timesteps - 1)).astype(np.int32)
 
-  def continuous(self, s):
+  def ode_coefficients(self, s):
     """The schedule between its steps, for the probability-flow ODE: s in
     [0, 1] is t = s (T-1), with log abar linear between integer steps.
 
@@ -170,7 +170,7 @@ class FlowPath:
   def times_of(self, fractions) -> np.ndarray:
     return np.asarray(fractions, np.float32)
 
-  def continuous(self, s):
+  def ode_coefficients(self, s):
     """(network time, alpha, sigma, d alpha / ds, d sigma / ds) at t = s."""
     s = jnp.asarray(s, jnp.float32)
     return (self.network_time(s), 1.0 - s, s, -jnp.ones_like(s), jnp.ones_like(s))
