@@ -108,6 +108,16 @@ def get_config() -> ml_collections.ConfigDict:
   config.eval.ode_likelihood_steps = 50
   config.eval.ode_likelihood_probes = 1
 
+  # A latent model (configs/latent.py, gen.families.latent): config.model
+  # then names the second stage, trained on the codes of this first stage.
+  config.latent = ml_collections.ConfigDict()
+  # The first stage's config file ("configs/spatial_autoencoder.py[:variant]");
+  # "" = not a latent model.
+  config.latent.first_stage = ""
+  # Where the first stage is (or is trained first, when it holds no finished
+  # run); "" = runs/first_stage_<config name> beside the run's workdir.
+  config.latent.first_stage_workdir = ""
+
   config.optimizer = ml_collections.ConfigDict()
   config.optimizer.name = "adam"  # sgd | adam | adamw | adadelta | rmsprop
   config.optimizer.learning_rate = 1e-3

@@ -29,6 +29,7 @@ from gen import data as data_lib
 from gen import families, platform
 from gen.evaluate import fidelity, plots
 from gen.families import classifier as classifier_lib
+from gen.families import latent
 from gen.train import checkpoint as checkpoint_lib
 from gen.train import metrics_io, sharding
 from gen.train import workdir as workdir_lib
@@ -116,8 +117,13 @@ def _sample_quality(family, params, dataset, config) -> dict:
     logging.info("sample quality not measured: %s", why)
     return {"skipped": why}
   sample_fn, sampler_params = sampler
-  return fidelity.sample_quality(sample_fn, sharding.single_device(sampler_params), dataset,
-                                 config, classifier, family.to_pixels)
+  quality = fidelity.sample_quality(sample_fn, sharding.single_device(sampler_params), dataset,
+                                    config, classifier, family.to_pixels)
+  if hasattr(family, "reconstructor") and quality and "skipped" not in quality:
+    quality["reconstruction"] = fidelity.reconstruction_quality(
+        family.reconstructor(sharding.single_device(params)), dataset, config, classifier,
+        family.to_pixels)
+  return quality
 
 
 def _format_seconds(seconds: float) -> str:
@@ -168,6 +174,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   for key, choice in platform.xla_flag_choices(config.model.name).items():
     logging.info("%s += %s (%s)", key, choice["value"], choice["why"])
     chosen = {**chosen, key: choice}
+  if latent.is_latent(config):
+    # The first stage first, in its own workdir, when it holds no finished run.
+    config = latent.prepare_first_stage(
+        config, workdir, lambda first, first_workdir: train_and_evaluate(first, first_workdir,
+                                                                         devices))
   workdir = workdir_lib.prepare(workdir)
   # Process 0 holds the lock for the job; the others write nothing of their own.
   lock = workdir_lib.WorkdirLock(workdir) if jax.process_index() == 0 else contextlib.nullcontext()

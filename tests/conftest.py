@@ -73,3 +73,18 @@ def fully_optimized_steps(monkeypatch):
   measured = steps._compiler_options
   monkeypatch.setattr(steps, "_compiler_options", lambda family: {
       **(measured(family) or {}), "xla_backend_optimization_level": 3})
+
+
+@pytest.fixture(scope="session")
+def digits_classifier(tmp_path_factory):
+  """A classifier of 8x8 digits trained by the project's own loop (seconds)."""
+  from configs import classifier as classifier_config
+  from gen import loop
+  workdir = str(tmp_path_factory.mktemp("classifier"))
+  config = classifier_config.get_config("digits")
+  config.train.num_steps = 200
+  # 400 held out, so that 300 unseen images can form a baseline.
+  config.data.validation_size = 400
+  results = loop.train_and_evaluate(config, workdir)
+  assert results["test"]["accuracy"] > 0.8, results["test"]
+  return workdir

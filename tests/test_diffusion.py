@@ -10,7 +10,6 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from configs import ddpm as ddpm_config
 from configs import flow_matching as flow_matching_config
 from gen import config as config_lib
 from gen.data import SourceInfo

@@ -6,12 +6,10 @@ import numpy as np
 import pytest
 import scipy.linalg
 
-from configs import classifier as classifier_config
 from configs import vae as vae_config
 from gen import data as data_lib
 from gen.evaluate import fidelity
 from gen.families import classifier as classifier_lib
-from gen import loop
 
 
 def _scipy_frechet(a, b):
@@ -81,19 +79,7 @@ def test_to_pixels_keeps_nonfinite_samples_as_zero():
   np.testing.assert_array_equal(pixels, [[0, 255], [128, 0]])
 
 
-@pytest.fixture(scope="module")
-def digits_classifier(tmp_path_factory):
-  """A classifier of 8x8 digits trained by the project's own loop (seconds)."""
-  workdir = str(tmp_path_factory.mktemp("classifier"))
-  config = classifier_config.get_config("digits")
-  config.train.num_steps = 200
-  # 400 held out, so that 300 unseen images can form the baseline below.
-  config.data.validation_size = _VALIDATION_SIZE
-  results = loop.train_and_evaluate(config, workdir)
-  assert results["test"]["accuracy"] > 0.8, results["test"]
-  return workdir
-
-
+# conftest.digits_classifier holds out as many: 300 unseen images form the baseline below.
 _VALIDATION_SIZE = 400
 
 

@@ -194,6 +194,54 @@ def compare(features_fn: Callable, test: np.ndarray, sets: dict[str, np.ndarray]
   return result
 
 
+def baseline_rows(dataset, config, classifier):
+  """(validation rows, train rows) of the baseline, config.eval.fid_samples of
+  each at most (the validation images unseen by the model and the classifier
+  cap it); a str saying why when too few are unseen."""
+  unseen = np.intersect1d(dataset.val_rows, classifier.unseen_rows)
+  num = min(config.eval.fid_samples, len(unseen))
+  if num <= config.eval.pr_neighbours + 1:
+    return (f"only {len(unseen)} validation images are unseen by both the model and the "
+            f"classifier; the baseline needs more")
+  rng = np.random.default_rng(config.seed)
+  return (np.sort(rng.permutation(unseen)[:num]),
+          np.sort(rng.permutation(dataset.train.rows)[:num]))
+
+
+def reconstruction_quality(reconstruct_fn: Callable, dataset, config, classifier,
+                           to_pixels: Callable = unit_to_pixels, chunk: int = 500) -> dict:
+  """The Frechet distance of reconstructions of the baseline's validation
+  images to the test set, beside the baseline (those images themselves):
+  the floor a latent model on this autoencoder cannot go below.
+
+  reconstruct_fn(batch {"x": uint8, "uid"}) -> [n, h, w, c] images in [0, 1].
+  """
+  rows = baseline_rows(dataset, config, classifier)
+  if isinstance(rows, str):
+    return {"skipped": rows}
+  val_rows = rows[0]
+  reconstruct = jax.jit(reconstruct_fn)
+  pixels = []
+  for start in range(0, len(val_rows), chunk):
+    part = val_rows[start:start + chunk]
+    # One shape for every call: the last chunk is padded with its first row.
+    padded = np.concatenate([part, np.full(chunk - len(part), part[0])])
+    batch = dataset.train_source.take(padded)
+    images = reconstruct({"x": batch["x"], "uid": padded.astype(np.int32)})
+    pixels.append(to_pixels(np.asarray(jax.device_get(images)))[:len(part)])
+  test, _ = _real_pixels(dataset.test_source, dataset.test_rows)
+  val, _ = _real_pixels(dataset.train_source, val_rows)
+  result = compare(lambda x: classifier(x)[0], test,
+                   {"": np.concatenate(pixels), "_val_vs_test": val},
+                   config.eval.pr_neighbours, config.seed)
+  result["num_images"] = len(val_rows)
+  result["what"] = ("decode(encode(validation images)) against the test split; baseline: "
+                    "the same validation images")
+  logging.info("reconstructions (%d validation images, classifier features): FID %.3f "
+               "(baseline %.3f)", len(val_rows), result["fid"], result["fid_val_vs_test"])
+  return result
+
+
 def sample_quality(sample_fn: Callable, params, dataset, config: ml_collections.ConfigDict,
                    classifier, to_pixels: Callable = unit_to_pixels) -> dict:
   """The sample-quality report of a run (see the module docstring).
@@ -210,14 +258,11 @@ def sample_quality(sample_fn: Callable, params, dataset, config: ml_collections.
   info = dataset.info
   if not config.eval.fid_samples or info.kind != "image":
     return {}
-  unseen = np.intersect1d(dataset.val_rows, classifier.unseen_rows)
-  num = min(config.eval.fid_samples, len(unseen))
-  if num <= config.eval.pr_neighbours + 1:
-    return {"skipped": f"only {len(unseen)} validation images are unseen by both the model "
-                       f"and the classifier; the baseline needs more"}
-  rng = np.random.default_rng(config.seed)
-  val_rows = np.sort(rng.permutation(unseen)[:num])
-  train_rows = np.sort(rng.permutation(dataset.train.rows)[:num])
+  rows = baseline_rows(dataset, config, classifier)
+  if isinstance(rows, str):
+    return {"skipped": rows}
+  val_rows, train_rows = rows
+  num = len(val_rows)
   samples, nonfinite = draw_samples(sample_fn, params, num, min(config.eval.batch_size, num),
                                     config.seed, to_pixels)
   test, test_labels = _real_pixels(dataset.test_source, dataset.test_rows)

@@ -11,11 +11,16 @@ FAMILIES = Registry("family", "family")
 
 
 def make(config: ml_collections.ConfigDict, info: SourceInfo) -> Family:
-  """The family that trains `config.model.name`, set up for data `info`."""
+  """The family that trains `config.model.name`, set up for data `info`; with
+  config.latent.first_stage set, that family on a first stage's codes
+  (gen.families.latent)."""
   _import_all()
+  if config.get("latent") and config.latent.get("first_stage"):
+    return FAMILIES.get("latent")(config, info)
   family_cls = FAMILIES.get(models.get(config.model.name).family)
   return family_cls(config, info)
 
 
 def _import_all():
-  from gen.families import autoencoder, classifier, ddpm, flow, gan, vae  # noqa: F401
+  from gen.families import (autoencoder, classifier, ddpm, flow, gan, latent,  # noqa: F401
+                            vae)

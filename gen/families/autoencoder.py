@@ -73,6 +73,12 @@ class Autoencoder(Family):
   def encode(self, params, x):
     return self.apply_model({"params": params}, x, method="encode")
 
+  def decode_to_unit(self, params, code):
+    """A code -> the image it decodes to, in [0, 1] (a latent model's last step)."""
+    logits = self.apply_model({"params": params}, code, method="decode")
+    images = losses.apply_activation(self.config.model.output_activation, logits)
+    return jnp.clip(to_unit(images, self.config.data.scale), 0.0, 1.0)
+
   def sampler(self, params, dataset, max_codes: int = 10_000):
     """An autoencoder has no prior to sample; the simplest generative use of one
     fits a full-covariance Gaussian to the codes of (up to `max_codes`) train
@@ -93,19 +99,21 @@ class Autoencoder(Family):
     mean, cov = codes.mean(axis=0), np.cov(codes, rowvar=False)
     # A small ridge: a dead code unit would make the covariance singular.
     chol = np.linalg.cholesky(cov + 1e-6 * np.eye(len(mean)) * max(np.trace(cov), 1e-6))
-    scale = self.config.data.scale
 
     def sample(sampler_params, rng, count):
       model_params, code_mean, code_chol = sampler_params
       z = code_mean + jax.random.normal(rng, (count, code_mean.shape[0])) @ code_chol.T
-      logits = self.apply_model({"params": model_params}, z.reshape(count, *code_shape),
-                                method="decode")
-      images = losses.apply_activation(self.config.model.output_activation, logits)
-      return jnp.clip(to_unit(images, scale), 0.0, 1.0)
+      return self.decode_to_unit(model_params, z.reshape(count, *code_shape))
 
     return sample, (params, jnp.asarray(mean, jnp.float32), jnp.asarray(chol, jnp.float32))
 
   code_name = "bottleneck activation"
+
+  def reconstructor(self, params):
+    """batch -> reconstructed images in [0, 1], for the reconstruction FD."""
+    scale = self.config.data.scale
+    return lambda batch: jnp.clip(to_unit(self.reconstruct(
+        params, self.prepare(batch, None, train=False)), scale), 0.0, 1.0)
 
   def codes(self, params, batch):
     x = self.prepare(batch, None, train=False)

@@ -142,10 +142,10 @@ class DDPM(Family):
 
   def check_config(self) -> list[str]:
     data, evaluation = self.config.data, self.config.eval
-    if self.info.kind != "image":
+    if self.info.kind not in ("image", "latent"):
       raise ValueError(f"config.data.name={data.name!r} holds {self.info.kind} data; the "
-                       f"DDPM U-Net needs images")
-    if data.scale != "symmetric":
+                       f"DDPM U-Net needs images (or a first stage's feature-map codes)")
+    if self.info.kind == "image" and data.scale != "symmetric":
       raise ValueError(f"config.data.scale={data.scale!r}: DDPM noises data in [-1, 1] "
                        f"(the range its N(0, I) end point is scaled for); use "
                        f"scale='symmetric'")
@@ -254,6 +254,13 @@ class DDPM(Family):
       form = "flow" if self.path.continuous else "edm"
       return samplers.heun_sample(self.denoiser(params), grid, rng, shape, form, temperature)
     return samplers.dpmpp_2m_sample(self.denoiser(params), grid, rng, shape, temperature)
+
+  def sample_codes(self, params, rng, num: int, temperature=1.0):
+    """[num, *shape] draws of the configured sampler, not clipped: a latent
+    model's codes (gen.families.latent), whose range is not the pixels'."""
+    evaluation = self.config.eval
+    return self._sample_unclipped(params, rng, num, temperature, self.sampler_name,
+                                  evaluation.sampling_steps, evaluation.ddim_eta)
 
   def sample(self, params, rng, num: int, temperature=1.0):
     """[num, h, w, c] images in [0, 1] by config.eval.sampler ("auto": ddim for

@@ -125,6 +125,10 @@ class VAE(Family):
   def decode(self, params, z):
     return self.apply_model({"params": params}, z, method="decode")
 
+  def decode_to_unit(self, params, z):
+    """A latent z -> the decoder's mean image in [0, 1] (a latent model's last step)."""
+    return self._mean_image(self.decode(params, z))
+
   def targets(self, batch, x):
     """What the decoder's likelihood scores: 8-bit integers for 'logistic', else x."""
     return batch["x"] if self.decoder == "logistic" else x

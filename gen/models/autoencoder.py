@@ -154,3 +154,117 @@ class ConvAutoencoder(nn.Module):
 
   def __call__(self, x):
     return self.decode(self.encode(x))
+
+
+class _ResidualBlock(nn.Module):
+  """x + conv(act(conv(act(x)))), 3x3 convolutions, no normalization (the
+  batch-norm-free autoencoders of latent diffusion's first stage work with
+  GroupNorm; at these sizes plain residuals train as well and faster on CPU)."""
+
+  features: int
+  activation: str
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x):
+    act = layers.activation(self.activation)
+    if x.shape[-1] != self.features:
+      x = nn.Conv(self.features, (1, 1), dtype=self.dtype)(x)
+    h = nn.Conv(self.features, (3, 3), dtype=self.dtype)(act(x))
+    # Zero-initialized: each block starts as the identity.
+    h = nn.Conv(self.features, (3, 3), kernel_init=nn.initializers.zeros_init(),
+                dtype=self.dtype)(act(h))
+    return x + h
+
+
+class _SpatialEncoder(nn.Module):
+  features: Sequence[int]
+  code_channels: int
+  num_res_blocks: int
+  activation: str
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x):
+    block = lambda width: _ResidualBlock(width, self.activation, self.dtype)
+    h = nn.Conv(self.features[0], (3, 3), dtype=self.dtype)(x)
+    for width in self.features:
+      for _ in range(self.num_res_blocks):
+        h = block(width)(h)
+      h = nn.Conv(width, (3, 3), strides=(2, 2), dtype=self.dtype)(h)
+    for _ in range(self.num_res_blocks):
+      h = block(self.features[-1])(h)
+    act = layers.activation(self.activation)
+    return nn.Conv(self.code_channels, (3, 3), dtype=self.dtype)(act(h))
+
+
+class _SpatialDecoder(nn.Module):
+  features: Sequence[int]
+  out_channels: int
+  num_res_blocks: int
+  activation: str
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, z):
+    block = lambda width: _ResidualBlock(width, self.activation, self.dtype)
+    h = nn.Conv(self.features[-1], (3, 3), dtype=self.dtype)(z)
+    for _ in range(self.num_res_blocks):
+      h = block(self.features[-1])(h)
+    for width in reversed(self.features):
+      # Nearest-neighbour 2x as a repeat (its gradient is a cheap reshape-sum).
+      h = jnp.repeat(jnp.repeat(h, 2, axis=1), 2, axis=2)
+      h = nn.Conv(width, (3, 3), dtype=self.dtype)(h)
+      for _ in range(self.num_res_blocks):
+        h = block(width)(h)
+    act = layers.activation(self.activation)
+    return nn.Conv(self.out_channels, (3, 3), dtype=self.dtype)(act(h))
+
+
+@register("spatial_autoencoder", family="autoencoder")
+class SpatialAutoencoder(nn.Module):
+  """An autoencoder whose code is a small feature map: the first stage of a
+  latent generative model (configs/latent.py), as in latent diffusion
+  (Rombach et al., 2022).
+
+  Encoder: a 3x3 convolution, then per entry of `features` residual blocks
+  and a stride-2 convolution; residual blocks at the lowest resolution and a
+  3x3 convolution to `code_channels`. The decoder mirrors it, upsampling by
+  nearest-neighbour repetition and a 3x3 convolution (no transposed
+  convolutions: they are XLA:CPU's slowest layer, docs/cpu_speed.md).
+  x: [batch, h, w, c] -> logits [batch, h, w, c]; the code is
+  [batch, h / 2^L, w / 2^L, code_channels], L = len(features).
+  """
+
+  data_shape: Sequence[int]
+  features: Sequence[int] = (32, 64)
+  code_channels: int = 4
+  num_res_blocks: int = 1
+  activation: str = "silu"
+  dtype: Any = jnp.float32
+
+  def setup(self):
+    if len(self.data_shape) != 3:
+      raise ValueError(f"config.model.name='spatial_autoencoder' needs image data; "
+                       f"got examples of shape {tuple(self.data_shape)}")
+    scale = 2 ** len(self.features)
+    if self.data_shape[0] % scale or self.data_shape[1] % scale:
+      raise ValueError(
+          f"config.model.features={tuple(self.features)} halves the image "
+          f"{len(self.features)} times, so height and width must be divisible by "
+          f"{scale}; the data is {tuple(self.data_shape)}")
+    if self.code_channels < 1:
+      raise ValueError(f"config.model.code_channels={self.code_channels} must be >= 1")
+    self.encoder = _SpatialEncoder(self.features, self.code_channels, self.num_res_blocks,
+                                   self.activation, self.dtype)
+    self.decoder = _SpatialDecoder(self.features, self.data_shape[-1], self.num_res_blocks,
+                                   self.activation, self.dtype)
+
+  def encode(self, x):
+    return self.encoder(x)
+
+  def decode(self, z):
+    return self.decoder(z)
+
+  def __call__(self, x):
+    return self.decode(self.encode(x))

@@ -1,0 +1,42 @@
+"""An autoencoder with a 7x7x4 code: the first stage of configs/latent.py.
+
+  python experiments/main.py --config=configs/spatial_autoencoder.py --workdir=runs/spatial_ae
+
+Residual convolutions down to a feature map of 7x7 positions and 4 channels
+(196 numbers, against the conv autoencoder's 64) and back up; binary cross-
+entropy on [0, 1] pixels. Its reconstructions are the floor of every latent
+model built on it: reported as the reconstruction FD by configs/latent.py.
+
+Variants (--config=configs/spatial_autoencoder.py:<variant>):
+  digits  8x8 digits (a 2x2x4 code); seconds. The latent tests run it.
+"""
+
+from configs import default
+
+
+def get_config(variant: str = ""):
+  config = default.get_config()
+  config.model.name = "spatial_autoencoder"
+  config.model.features = (32, 64)
+  config.model.code_channels = 4
+  config.model.num_res_blocks = 1
+  config.model.activation = "silu"
+  config.model.output_activation = "sigmoid"
+  config.model.loss = "binary_crossentropy"
+  config.train.batch_size = 64
+  config.train.num_steps = 6000
+  config.train.eval_every = 1000
+  config.optimizer.learning_rate = 1e-3
+  config.optimizer.schedule = "cosine"
+  config.optimizer.warmup_steps = 200
+  config.optimizer.end_factor = 0.05
+  config.checkpoint.every_steps = 1000
+  config.eval.fid_samples = 0
+  if variant == "digits":
+    default.use_quick_digits(config)
+    config.model.features = (16, 32)
+    config.optimizer.warmup_steps = 0
+  elif variant:
+    raise ValueError(f"--config=configs/spatial_autoencoder.py:{variant}: unknown variant; "
+                     f"valid: digits (or none)")
+  return config

@@ -1,0 +1,98 @@
+"""Latent models (gen.families.latent): the spatial autoencoder first stage,
+one command that trains both stages, the checks on a first stage, and the
+reconstruction FD that bounds a latent model."""
+
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from configs import ddpm as ddpm_config
+from configs import latent as latent_config
+from configs import spatial_autoencoder as spatial_config
+from configs import vae as vae_config
+from gen import data as data_lib
+from gen.errors import UserError
+from gen.evaluate import fidelity
+from gen.families import classifier as classifier_lib
+from gen.families import latent
+from gen.models.autoencoder import SpatialAutoencoder
+from tests.helpers import train_in_process
+
+
+def test_spatial_autoencoder_codes_are_feature_maps():
+  model = SpatialAutoencoder(data_shape=(28, 28, 1), features=(8, 16), code_channels=4)
+  x = jnp.zeros((2, 28, 28, 1))
+  shapes = jax.eval_shape(lambda: model.init_with_output(jax.random.PRNGKey(0), x))
+  assert shapes[0].shape == x.shape
+  params = shapes[1]["params"]
+  code = jax.eval_shape(lambda p: model.apply({"params": p}, x, method="encode"), params)
+  assert code.shape == (2, 7, 7, 4)
+  with pytest.raises(ValueError, match=r"config.model.features=\(8, 16, 32\)"):
+    bad = SpatialAutoencoder(data_shape=(28, 28, 1), features=(8, 16, 32))
+    jax.eval_shape(lambda: bad.init(jax.random.PRNGKey(0), x))
+
+
+def test_one_command_trains_both_stages_and_reuses_a_finished_first_stage(tmp_path):
+  results = train_in_process("configs/latent.py:digits", tmp_path / "latent")
+  first = tmp_path / "first_stage_spatial_autoencoder_digits"
+  assert latent.finished(str(first))
+  assert results["first_stage"]["code_shape"] == [2, 2, 4]
+  assert results["first_stage"]["workdir"] == str(first)
+  assert results["samples"]["T=1"]["nonfinite"] == 0
+  assert np.isfinite(results["test"]["loss"])
+  with open(tmp_path / "latent" / "config.json") as file:
+    assert json.load(file)["latent"]["first_stage_workdir"] == str(first)
+  # A second latent model on the same first stage does not train it again.
+  stamp = os.path.getmtime(first / "results.json")
+  train_in_process("configs/latent.py:digits", tmp_path / "latent_eps",
+                   "--config.model.objective=eps", "--config.eval.sampler=ddim")
+  assert os.path.getmtime(first / "results.json") == stamp
+
+
+def _write_run(workdir, config, finished=False):
+  os.makedirs(workdir, exist_ok=True)
+  with open(os.path.join(workdir, "config.json"), "w") as file:
+    file.write(config.to_json_best_effort())
+  if finished:
+    with open(os.path.join(workdir, "results.json"), "w") as file:
+      json.dump({"step": config.train.num_steps}, file)
+
+
+def test_a_first_stage_without_an_encoder_or_of_other_data_is_refused(tmp_path):
+  config = latent_config.get_config("digits")
+  no_encoder = str(tmp_path / "ddpm")
+  _write_run(no_encoder, ddpm_config.get_config("digits"))
+  config.latent.first_stage_workdir = no_encoder
+  with pytest.raises(UserError, match=r"config.latent.first_stage_workdir=.*ddpm family\), "
+                                      r"which has no encoder"):
+    latent.prepare_first_stage(config, str(tmp_path / "run"), lambda *_: None)
+  other_data = str(tmp_path / "fashion")
+  _write_run(other_data, spatial_config.get_config())
+  config.latent.first_stage_workdir = other_data
+  with pytest.raises(UserError, match=r"'fashion_mnist', but config.data.name='digits'"):
+    latent.prepare_first_stage(config, str(tmp_path / "run"), lambda *_: None)
+  config.latent.first_stage_workdir = ""
+  config.latent.first_stage = "configs/nothing.py"
+  with pytest.raises(UserError, match=r"config.latent.first_stage='configs/nothing.py'"):
+    latent.prepare_first_stage(config, str(tmp_path / "run"), lambda *_: None)
+
+
+def test_reconstruction_fd_is_the_baseline_for_perfect_reconstructions(digits_classifier):
+  config = vae_config.get_config("digits")
+  config.data.validation_size = 400
+  config.eval.fid_samples = 300
+  dataset = data_lib.load(config)
+  classifier = classifier_lib.ClassifierFeatures(digits_classifier, dataset)
+  perfect = fidelity.reconstruction_quality(lambda batch: batch["x"] / 255.0, dataset, config,
+                                            classifier)
+  assert perfect["num_images"] == 300
+  # The reconstructions are the baseline's images: the same distance.
+  np.testing.assert_allclose(perfect["fid"], perfect["fid_val_vs_test"], rtol=1e-9)
+  blurred = fidelity.reconstruction_quality(
+      lambda batch: jnp.broadcast_to(jnp.mean(batch["x"] / 255.0, axis=(1, 2), keepdims=True),
+                                     batch["x"].shape), dataset, config, classifier)
+  assert blurred["fid"] > 10 * perfect["fid_val_vs_test"]
