@@ -28,15 +28,7 @@ def get_config(variant: str = ""):
   if variant not in ("", "digits", "gpu", "wide"):
     raise ValueError(f"--config=configs/flow_matching.py:{variant}: unknown variant; "
                      f"valid: digits, gpu, wide (or none)")
-  config = ddpm.get_config("" if variant == "wide" else variant)
-  config.model.objective = "flow_matching"
-  config.model.time_sampling = "logit_normal"
-  config.model.logit_normal_mean = 0.0
-  config.model.logit_normal_std = 1.0
-  # DDPM's schedule keys mean nothing on the straight line.
-  for key in ("timesteps", "noise_schedule", "beta_start", "beta_end"):
-    del config.model[key]
-  config.eval.sampler = "heun"
+  config = use_flow_matching(ddpm.get_config("" if variant == "wide" else variant))
   config.eval.sampling_steps = 20 if variant != "digits" else 5
   if variant == "wide":
     config.model.channels = 32
@@ -47,4 +39,18 @@ def get_config(variant: str = ""):
     config.optimizer.schedule = "cosine"
     config.optimizer.end_factor = 0.05
     config.eval.fid_samples = 5000
+  return config
+
+
+def use_flow_matching(config):
+  """A configs/ddpm.py config turned to flow matching: logit-normal times,
+  Heun sampling (configs/latent.py uses it too)."""
+  config.model.objective = "flow_matching"
+  config.model.time_sampling = "logit_normal"
+  config.model.logit_normal_mean = 0.0
+  config.model.logit_normal_std = 1.0
+  # DDPM's schedule keys mean nothing on the straight line.
+  for key in ("timesteps", "noise_schedule", "beta_start", "beta_end"):
+    del config.model[key]
+  config.eval.sampler = "heun"
   return config

@@ -18,7 +18,7 @@ Variants (--config=configs/latent.py:<variant>):
           DDIM sampling), for comparison.
 """
 
-from configs import ddpm
+from configs import ddpm, flow_matching
 
 
 def get_config(variant: str = ""):
@@ -41,13 +41,7 @@ def get_config(variant: str = ""):
     config.model.noise_schedule = "cosine"
     config.eval.sampler = "ddim"
   else:
-    config.model.objective = "flow_matching"
-    config.model.time_sampling = "logit_normal"
-    config.model.logit_normal_mean = 0.0
-    config.model.logit_normal_std = 1.0
-    for key in ("timesteps", "noise_schedule", "beta_start", "beta_end"):
-      del config.model[key]
-    config.eval.sampler = "heun"
+    flow_matching.use_flow_matching(config)
   config.eval.sampling_steps = 20
   config.train.batch_size = 128
   config.train.num_steps = 20000

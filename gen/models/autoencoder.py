@@ -77,6 +77,19 @@ class DenseAutoencoder(nn.Module):
     return self.decode(self.encode(x))
 
 
+def check_halvings(model_name: str, data_shape, features) -> None:
+  """ValueError naming the key when images cannot be halved once per entry of `features`."""
+  if len(data_shape) != 3:
+    raise ValueError(f"config.model.name={model_name!r} needs image data; "
+                     f"got examples of shape {tuple(data_shape)}")
+  scale = 2 ** len(features)
+  if data_shape[0] % scale or data_shape[1] % scale:
+    raise ValueError(
+        f"config.model.features={tuple(features)} halves the image "
+        f"{len(features)} times, so height and width must be divisible by "
+        f"{scale}; the data is {tuple(data_shape)}")
+
+
 class _ConvEncoder(nn.Module):
   features: Sequence[int]
   bottleneck: int
@@ -133,15 +146,7 @@ class ConvAutoencoder(nn.Module):
     if self.conv_transpose_impl not in layers.CONV_TRANSPOSE_IMPLS:
       raise ValueError(f"config.model.conv_transpose_impl={self.conv_transpose_impl!r} is "
                        f"not known; valid: {', '.join(layers.CONV_TRANSPOSE_IMPLS)}")
-    if len(self.data_shape) != 3:
-      raise ValueError(f"config.model.name='conv_autoencoder' needs image data; "
-                       f"got examples of shape {tuple(self.data_shape)}")
-    scale = 2 ** len(self.features)
-    if self.data_shape[0] % scale or self.data_shape[1] % scale:
-      raise ValueError(
-          f"config.model.features={tuple(self.features)} halves the image "
-          f"{len(self.features)} times, so height and width must be divisible by "
-          f"{scale}; the data is {tuple(self.data_shape)}")
+    check_halvings("conv_autoencoder", self.data_shape, self.features)
     self.encoder = _ConvEncoder(self.features, self.bottleneck, self.activation, self.dtype)
     self.decoder = _ConvDecoder(self.features, self.data_shape, self.activation,
                                 self.conv_transpose_impl, self.dtype)
@@ -244,15 +249,7 @@ class SpatialAutoencoder(nn.Module):
   dtype: Any = jnp.float32
 
   def setup(self):
-    if len(self.data_shape) != 3:
-      raise ValueError(f"config.model.name='spatial_autoencoder' needs image data; "
-                       f"got examples of shape {tuple(self.data_shape)}")
-    scale = 2 ** len(self.features)
-    if self.data_shape[0] % scale or self.data_shape[1] % scale:
-      raise ValueError(
-          f"config.model.features={tuple(self.features)} halves the image "
-          f"{len(self.features)} times, so height and width must be divisible by "
-          f"{scale}; the data is {tuple(self.data_shape)}")
+    check_halvings("spatial_autoencoder", self.data_shape, self.features)
     if self.code_channels < 1:
       raise ValueError(f"config.model.code_channels={self.code_channels} must be >= 1")
     self.encoder = _SpatialEncoder(self.features, self.code_channels, self.num_res_blocks,
