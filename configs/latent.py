@@ -16,15 +16,20 @@ Variants (--config=configs/latent.py:<variant>):
           both stages in seconds. The tests run it.
   eps     the same second stage with DDPM's eps objective (cosine schedule,
           DDIM sampling), for comparison.
+  flow    a flow prior: RealNVP (gen.models.flow.RealNVPVector, 8 couplings of
+          512-wide MLPs) on the flattened codes; samples at temperature 1.
+  flow_digits  the flow prior on the digits first stage; seconds.
 """
 
-from configs import ddpm, flow_matching
+from configs import ddpm, default, flow_matching
 
 
 def get_config(variant: str = ""):
-  if variant not in ("", "digits", "eps"):
+  if variant not in ("", "digits", "eps", "flow", "flow_digits"):
     raise ValueError(f"--config=configs/latent.py:{variant}: unknown variant; "
-                     f"valid: digits, eps (or none)")
+                     f"valid: digits, eps, flow, flow_digits (or none)")
+  if variant.startswith("flow"):
+    return _flow_prior(variant == "flow_digits")
   config = ddpm.get_config("digits" if variant == "digits" else "")
   config.latent.first_stage = ("configs/spatial_autoencoder.py:digits" if variant == "digits"
                                else "configs/spatial_autoencoder.py")
@@ -64,5 +69,32 @@ def get_config(variant: str = ""):
     config.train.ema_decay = 0.0
     config.optimizer.warmup_steps = 0
     config.eval.sampling_steps = 5
+    config.eval.fid_samples = 10000
+  return config
+
+
+def _flow_prior(digits: bool):
+  """RealNVP on the flattened, standardized codes of the same first stage."""
+  config = default.get_config()
+  config.latent.first_stage = ("configs/spatial_autoencoder.py:digits" if digits
+                               else "configs/spatial_autoencoder.py")
+  config.model.name = "realnvp_vector"
+  config.model.num_couplings = 8
+  config.model.hidden_sizes = (512, 512)
+  config.model.activation = "relu"
+  config.train.batch_size = 128
+  config.train.num_steps = 20000
+  config.train.eval_every = 2000
+  config.train.ema_decay = 0.999
+  config.optimizer.learning_rate = 1e-3
+  config.optimizer.schedule = "cosine"
+  config.optimizer.warmup_steps = 200
+  config.optimizer.grad_clip_norm = 1.0
+  config.eval.temperatures = (1.0, 0.8)
+  config.eval.fid_samples = 5000
+  if digits:
+    default.use_quick_digits(config)
+    config.model.num_couplings = 4
+    config.model.hidden_sizes = (32, 32)
     config.eval.fid_samples = 10000
   return config

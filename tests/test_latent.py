@@ -50,6 +50,9 @@ def test_one_command_trains_both_stages_and_reuses_a_finished_first_stage(tmp_pa
   stamp = os.path.getmtime(first / "results.json")
   train_in_process("configs/latent.py:digits", tmp_path / "latent_eps",
                    "--config.model.objective=eps", "--config.eval.sampler=ddim")
+  # And a flow prior on the same codes (flattened): decoded samples, finite.
+  flow = train_in_process("configs/latent.py:flow_digits", tmp_path / "latent_flow")
+  assert flow["samples"]["T=1"]["nonfinite"] == 0 and np.isfinite(flow["test"]["nll_exact"])
   assert os.path.getmtime(first / "results.json") == stamp
 
 

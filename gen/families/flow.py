@@ -129,6 +129,10 @@ class Flow(Family):
       x = likelihood.inverse_logit(x, self.logit_alpha)
     return x.reshape(num, *self.info.shape)
 
+  def sample_codes(self, params, rng, num: int, temperature=1.0):
+    """[num, *shape] vectors: a latent model's codes (gen.families.latent)."""
+    return self.sample(params, rng, num, temperature)
+
   def visualize(self, params, batch, rng):
     samples = self.sample(params, rng, batch["x"].shape[0])
     if self.is_image:

@@ -140,12 +140,13 @@ class Latent:
     self.first = restore.load_run(first_workdir)
     self.first_family, self.first_params = self.first.family, self.first.params
     self.code_mean, self.code_std = self._code_statistics()
-    self.code_shape = tuple(self.code_mean.shape[1:]) if self.code_mean.ndim > 1 else None
-    code_shape = tuple(self._encode_shape())
-    kind = "latent"
-    self.code_info = SourceInfo(f"{info.name}/codes", code_shape, kind)
-    inner_class = FAMILIES.get(models.get(config.model.name).family)
-    self.inner = inner_class(self.config, self.code_info)
+    self.code_shape = tuple(self._encode_shape())
+    entry = models.get(config.model.name)
+    # A dense second stage (a flow prior) sees the codes flattened.
+    self.flatten = getattr(entry.module, "vector_input", False)
+    shape = (int(np.prod(self.code_shape)),) if self.flatten else self.code_shape
+    self.code_info = SourceInfo(f"{info.name}/codes", shape, "latent")
+    self.inner = FAMILIES.get(entry.family)(self.config, self.code_info)
     # What the loop reads off a family.
     for name in ("eval_loss_key", "final_eval_differs", "curve_keys", "model"):
       setattr(self, name, getattr(self.inner, name))
@@ -181,10 +182,12 @@ class Latent:
   def encode(self, batch: dict):
     """Raw batch -> standardized codes [b, *code_shape] float32."""
     x = self.first_family.prepare(batch, None, train=False)
-    return (self._raw_codes(self.first_params, x) - self.code_mean) / self.code_std
+    codes = (self._raw_codes(self.first_params, x) - self.code_mean) / self.code_std
+    return codes.reshape(codes.shape[0], -1) if self.flatten else codes
 
   def decode(self, codes):
     """Standardized codes -> images [b, h, w, c] in [0, 1]."""
+    codes = codes.reshape(codes.shape[0], *self.code_shape)
     return self.first_family.decode_to_unit(self.first_params,
                                             codes * self.code_std + self.code_mean)
 

@@ -314,3 +314,58 @@ class RealNVP2D(nn.Module):
 
   def __call__(self, x):
     return self.forward(x)
+
+
+def half_mask(dims: int, seed: int) -> np.ndarray:
+  """[dims] float32 with a random half of the entries 1, fixed by `seed`."""
+  mask = np.zeros(dims, np.float32)
+  mask[np.random.default_rng(seed).permutation(dims)[:dims // 2]] = 1.0
+  return mask
+
+
+@register("realnvp_vector", family="flow")
+class RealNVPVector(nn.Module):
+  """RealNVP for vectors of any length: a flow prior on a first stage's codes
+  (configs/latent.py:flow). Couplings come in pairs: a fixed random half of
+  the coordinates passes through the first, the other half through the
+  second, so every coordinate is transformed once per pair; a new random
+  split for each pair mixes all coordinates."""
+
+  # Data is a flat vector: a latent model flattens feature-map codes for it.
+  vector_input = True
+  data_shape: Sequence[int]
+  num_couplings: int = 8
+  hidden_sizes: Sequence[int] = (512, 512)
+  activation: str = "relu"
+  dtype: Any = jnp.float32
+
+  def setup(self):
+    if len(self.data_shape) != 1:
+      raise ValueError(f"model realnvp_vector is for vectors, not data of shape "
+                       f"{tuple(self.data_shape)}")
+    if self.num_couplings < 2 or self.num_couplings % 2:
+      raise ValueError(f"config.model.num_couplings={self.num_couplings} must be an even "
+                       f"number >= 2 (couplings come in complementary pairs)")
+    dims = self.data_shape[0]
+    masks = []
+    for pair in range(self.num_couplings // 2):
+      mask = half_mask(dims, pair)
+      masks += [mask, 1.0 - mask]
+    self.couplings = [AffineCoupling(mask, MLPScaleShift(tuple(self.hidden_sizes),
+                                                         self.activation, self.dtype))
+                      for mask in masks]
+
+  def forward(self, x):
+    log_det = jnp.zeros(x.shape[0], jnp.float32)
+    for coupling in self.couplings:
+      x, ld = coupling.forward(x)
+      log_det += ld
+    return x, log_det
+
+  def inverse(self, z):
+    for coupling in reversed(self.couplings):
+      z = coupling.inverse(z)
+    return z
+
+  def __call__(self, x):
+    return self.forward(x)
