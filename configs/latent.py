@@ -49,7 +49,9 @@ def get_config(variant: str = ""):
     flow_matching.use_flow_matching(config)
   config.eval.sampling_steps = 20
   config.train.batch_size = 128
-  config.train.num_steps = 20000
+  # 386 examples/s alone on 2 cores (AMD EPYC, AVX-512): 66 minutes, and the
+  # first stage's 6,000 steps about 18 more.
+  config.train.num_steps = 12000
   config.train.eval_every = 2000
   config.train.ema_decay = 0.9995
   config.optimizer.learning_rate = 5e-4
