@@ -202,7 +202,11 @@ def _train_and_evaluate(config, workdir: str, devices, auto_settings: dict) -> d
                dataset.num_examples("test"), dataset.info.shape, mesh.size)
 
   tx = family.make_optimizer()
-  state = init_state(family, tx, config, mesh)
+  # The whole step-0 batch, which every process can draw: the same initial
+  # parameters everywhere, whatever each process trains on.
+  init_batch = ({key: value[0] for key, value in dataset.train.stacked(0, 1).items()}
+                if family.data_dependent_init else None)
+  state = init_state(family, tx, config, mesh, init_batch)
   num_params = family.num_params(state.params)
   logging.info("model %s (%s family): %d parameters", config.model.name,
                type(family).__name__, num_params)

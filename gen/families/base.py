@@ -99,6 +99,10 @@ class Family:
     """Raises ValueError on impossible settings; returns warnings to log."""
     return []
 
+  # Whether init_params takes a `batch` of real data to initialize from
+  # (Glow's actnorm); the loop then hands it the first train batch.
+  data_dependent_init = False
+
   def init_params(self, rng) -> Any:
     dummy = jnp.zeros((1, *self.info.shape), jnp.float32)
     return self.model.init(rng, dummy)["params"]

@@ -64,6 +64,20 @@ class Flow(Family):
   def num_dims(self) -> int:
     return math.prod(self.info.shape)
 
+  data_dependent_init = True
+
+  def init_params(self, rng, batch: dict | None = None):
+    """Parameters initialized on `batch` (raw, as the loop draws it) when given:
+    Glow's actnorm layers start by normalizing it (gen.models.flow.ActNorm);
+    RealNVP's parameters do not depend on it."""
+    if batch is None:
+      x = jnp.zeros((1, *self.info.shape), jnp.float32)
+    else:
+      x = self.prepare(batch, rng, train=True)
+      if self.is_image:
+        x, _ = likelihood.logit(x, self.logit_alpha)
+    return self.model.init(rng, x, method="forward")["params"]
+
   # --- likelihood --------------------------------------------------------------
   def log_likelihood(self, params, x):
     """Model-space x ([0, 1] images or points) -> ([batch] log p(x), log-det of preprocessing).

@@ -126,6 +126,8 @@ class Latent:
   """
 
   code_name = None
+  # Its second stages (the diffusion family, RealNVPVector) initialize from shapes.
+  data_dependent_init = False
 
   def __init__(self, config: ml_collections.ConfigDict, info: SourceInfo):
     from gen import restore  # restore builds families: imported when one is made

@@ -369,3 +369,162 @@ class RealNVPVector(nn.Module):
 
   def __call__(self, x):
     return self.forward(x)
+
+
+# --- Glow (Kingma and Dhariwal, 2018) -----------------------------------------------
+class ActNorm(nn.Module):
+  """y = (x + bias) * exp(log_scale), per channel; log |det| = h w sum(log_scale).
+
+  Data-dependent initialization: the parameters' initializers read the input
+  that `init` is called with, so initialized on a real batch (the flow
+  family's `init_params(rng, batch)`) every channel of y starts at mean 0 and
+  standard deviation 1 over that batch, each layer seeing the output of the
+  layers before it already initialized. On a constant input (the zeros of a
+  shape-only init, where no batch is given) it starts as the identity.
+  """
+
+  @nn.compact
+  def __call__(self, x):
+    axes = tuple(range(x.ndim - 1))
+
+    def bias_init(rng, shape):
+      return -jnp.mean(x, axis=axes).astype(jnp.float32)
+
+    def log_scale_init(rng, shape):
+      std = jnp.std(x, axis=axes).astype(jnp.float32)
+      # A channel with no spread (a constant batch) stays unscaled.
+      return jnp.where(std > 1e-6, -jnp.log(jnp.maximum(std, 1e-6)), 0.0)
+
+    channels = x.shape[-1]
+    bias = self.param("bias", bias_init, (channels,))
+    log_scale = self.param("log_scale", log_scale_init, (channels,))
+    return bias, log_scale
+
+  def forward(self, x):
+    bias, log_scale = self(x)
+    pixels = math.prod(x.shape[1:-1])
+    return (x + bias) * jnp.exp(log_scale), jnp.full(x.shape[0], pixels * jnp.sum(log_scale))
+
+  def inverse(self, y):
+    bias, log_scale = self(y)
+    return y * jnp.exp(-log_scale) - bias
+
+
+class InvertibleConv1x1(nn.Module):
+  """A learned 1x1 convolution (a channel mixing W), LU-parameterized:
+  W = P L (U + diag(sign * exp(log_s))) with P a fixed permutation, L unit
+  lower and U strictly upper triangular, so log |det W| = sum(log_s) costs
+  nothing. Starts at a random rotation (QR of a Gaussian drawn from `seed`)."""
+
+  channels: int
+  seed: int
+
+  def setup(self):
+    import scipy.linalg
+    rng = np.random.default_rng(self.seed)
+    rotation, _ = np.linalg.qr(rng.standard_normal((self.channels, self.channels)))
+    p, lower, upper = scipy.linalg.lu(rotation)
+    diagonal = np.diag(upper)
+    self.permutation = p.astype(np.float32)
+    self.sign = np.sign(diagonal).astype(np.float32)
+    self.lower = self.param("lower", lambda *_: jnp.asarray(lower, jnp.float32))
+    self.upper = self.param("upper", lambda *_: jnp.asarray(np.triu(upper, 1), jnp.float32))
+    self.log_s = self.param("log_s", lambda *_: jnp.asarray(np.log(np.abs(diagonal)),
+                                                            jnp.float32))
+
+  def weight(self):
+    c = self.channels
+    lower = jnp.tril(self.lower, -1) + jnp.eye(c)
+    upper = jnp.triu(self.upper, 1) + jnp.diag(self.sign * jnp.exp(self.log_s))
+    return self.permutation @ lower @ upper
+
+  def forward(self, x):
+    pixels = math.prod(x.shape[1:-1])
+    y = jnp.einsum("...c,cd->...d", x, self.weight())
+    return y, jnp.full(x.shape[0], pixels * jnp.sum(self.log_s))
+
+  def inverse(self, y):
+    return jnp.einsum("...d,dc->...c", y, jnp.linalg.inv(self.weight()))
+
+  def __call__(self, x):
+    return self.forward(x)
+
+
+@register("glow", family="flow")
+class Glow(nn.Module):
+  """Glow's multi-scale flow for [h, w, c] images (in logit space, see the family).
+
+  Each scale: a squeeze (2x2 pixels -> 4 channels), then `steps_per_scale`
+  steps of actnorm, an invertible 1x1 convolution and an affine coupling
+  (the first half of the channels sets the scale and shift of the second;
+  the 1x1 convolutions decide what the halves hold), then half of the
+  channels are factored out, except after the last scale. The s/t networks
+  are RealNVP's residual CNNs. 28x28 allows 2 scales (14x14x4, 7x7x8).
+  """
+
+  data_shape: Sequence[int]
+  num_scales: int = 2
+  steps_per_scale: int = 8
+  features: int = 64
+  num_res_blocks: int = 1
+  activation: str = "relu"
+  dtype: Any = jnp.float32
+
+  def setup(self):
+    check_scales(self.data_shape, self.num_scales)
+    if self.steps_per_scale < 1:
+      raise ValueError(f"config.model.steps_per_scale={self.steps_per_scale} must be >= 1")
+    channels = self.data_shape[-1]
+    scales = []
+    for scale in range(self.num_scales):
+      channels *= 4
+      scales.append([
+          (ActNorm(), InvertibleConv1x1(channels, seed=1000 * scale + step),
+           AffineCoupling(channel_mask(channels, 0),
+                          ResidualScaleShift(self.features, self.num_res_blocks,
+                                             self.activation, self.dtype)))
+          for step in range(self.steps_per_scale)])
+      if scale != self.num_scales - 1:
+        channels //= 2
+    self.scales = scales
+
+  def forward(self, x):
+    """x: [b, h, w, c] -> (z [b, h*w*c], log |det dz/dx| [b])."""
+    log_det = jnp.zeros(x.shape[0], jnp.float32)
+    latents = []
+    for index, steps in enumerate(self.scales):
+      x = squeeze(x)
+      for layers_of_step in steps:
+        for layer in layers_of_step:
+          x, ld = layer.forward(x)
+          log_det += ld
+      if index != len(self.scales) - 1:
+        keep = x.shape[-1] // 2
+        latents.append(x[..., keep:].reshape(x.shape[0], -1))
+        x = x[..., :keep]
+    latents.append(x.reshape(x.shape[0], -1))
+    return jnp.concatenate(latents, axis=1), log_det
+
+  def inverse(self, z):
+    """z: [b, h*w*c] -> x: [b, h, w, c], in the layout `forward` returns."""
+    height, width, channels = self.data_shape
+    shapes = []
+    for scale in range(self.num_scales):
+      height, width, channels = height // 2, width // 2, channels * 4
+      if scale != self.num_scales - 1:
+        shapes.append((height, width, channels - channels // 2))
+        channels //= 2
+    sizes = [math.prod(s) for s in shapes] + [height * width * channels]
+    pieces = jnp.split(z, np.cumsum(sizes)[:-1], axis=1)
+    x = pieces[-1].reshape(z.shape[0], height, width, channels)
+    for index in reversed(range(len(self.scales))):
+      if index != len(self.scales) - 1:
+        x = jnp.concatenate([x, pieces[index].reshape(z.shape[0], *shapes[index])], axis=-1)
+      for layers_of_step in reversed(self.scales[index]):
+        for layer in reversed(layers_of_step):
+          x = layer.inverse(x)
+      x = unsqueeze(x)
+    return x
+
+  def __call__(self, x):
+    return self.forward(x)

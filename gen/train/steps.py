@@ -54,15 +54,21 @@ def _compiler_options(family) -> dict | None:
   return platform.compiler_options(config.model.name) if config is not None else None
 
 
-def init_state(family, tx, config: ml_collections.ConfigDict, mesh) -> TrainState:
+def init_state(family, tx, config: ml_collections.ConfigDict, mesh,
+               init_batch: dict | None = None) -> TrainState:
   """The step-0 train state of `config.seed`, replicated over `mesh`.
 
   Built by one compiled call: run op by op, a model's initializers each
   compile on their own (seconds for a U-Net), and the values are the same.
+  init_batch: a raw train batch for a family that initializes from data
+  (`Family.data_dependent_init`), the same on every process.
   """
   def make_state(seed_rng):
     init_rng, state_rng = jax.random.split(seed_rng)
-    params = family.init_params(init_rng)
+    if family.data_dependent_init and init_batch is not None:
+      params = family.init_params(init_rng, init_batch)
+    else:
+      params = family.init_params(init_rng)
     return TrainState(
         step=jnp.array(0, jnp.int32), params=params,
         opt_state=family.init_opt_state(tx, params), rng=state_rng,

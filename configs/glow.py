@@ -1,0 +1,33 @@
+"""Glow (Kingma and Dhariwal, 2018) on Fashion-MNIST: the flow family with
+actnorm, invertible 1x1 convolutions and affine couplings.
+
+  python experiments/main.py --config=configs/glow.py --workdir=runs/glow
+
+Two scales (14x14x4 and 7x7x8 after the squeezes), 8 steps each, residual
+s/t networks of width 64; the same dequantized, logit-squeezed data and the
+same exact bits/dim as configs/realnvp.py. Actnorm starts from the
+statistics of the first train batch (data-dependent initialization).
+
+Variants (--config=configs/glow.py:<variant>):
+  digits  8x8 digits, 2 steps per scale; seconds. The tests run it.
+"""
+
+from configs import realnvp
+
+
+def get_config(variant: str = ""):
+  if variant not in ("", "digits"):
+    raise ValueError(f"--config=configs/glow.py:{variant}: unknown variant; "
+                     f"valid: digits (or none)")
+  config = realnvp.get_config(variant)
+  for key in ("num_couplings", "num_final_couplings"):
+    del config.model[key]
+  config.model.name = "glow"
+  config.model.num_scales = 2
+  config.model.steps_per_scale = 8
+  config.model.features = 64
+  config.model.num_res_blocks = 1
+  if variant == "digits":
+    config.model.steps_per_scale = 2
+    config.model.features = 16
+  return config
