@@ -86,14 +86,9 @@ class Autoencoder(Family):
     same sample-quality table as the other families."""
     if self.info.kind != "image":
       return None
-    encode = jax.jit(lambda p, b: self.encode(p, self.prepare(b, None, train=False)))
+    codes = train_codes(lambda p, b: self.encode(p, self.prepare(b, None, train=False)),
+                        params, dataset, max_codes)
     rows = dataset.train.rows[:max_codes]
-    codes = []
-    for start in range(0, len(rows), 1000):
-      batch = dataset.train_source.take(rows[start:start + 1000])
-      batch["uid"] = rows[start:start + 1000].astype(np.int32)
-      codes.append(np.asarray(encode(params, batch)))
-    codes = np.concatenate(codes)
     code_shape = codes.shape[1:]  # a conv autoencoder's code is a feature map
     codes = codes.reshape(len(rows), -1).astype(np.float64)
     mean, cov = codes.mean(axis=0), np.cov(codes, rowvar=False)
@@ -148,3 +143,17 @@ class Autoencoder(Family):
     scale = self.config.data.scale
     interleaved = interleave_rows(to_unit(x, scale), to_unit(recon, scale))
     return {"reconstructions": jnp.clip(interleaved, 0.0, 1.0)}
+
+
+def train_codes(encode, params, dataset, count: int, chunk: int = 1000) -> np.ndarray:
+  """encode(params, raw batch) of the first `count` train rows, `chunk` at a
+  time, as one numpy array (an autoencoder's Gaussian sampler and a latent
+  model's code statistics)."""
+  encode = jax.jit(encode)
+  rows = dataset.train.rows[:count]
+  codes = []
+  for start in range(0, len(rows), chunk):
+    batch = dataset.train_source.take(rows[start:start + chunk])
+    batch = {"x": batch["x"], "uid": rows[start:start + chunk].astype(np.int32)}
+    codes.append(np.asarray(encode(params, batch)))
+  return np.concatenate(codes)

@@ -166,16 +166,10 @@ class Latent:
 
   def _code_statistics(self):
     """Per-channel mean and std [1, ..., c] of the codes of up to 10,000 train images."""
-    dataset = self.first.dataset
-    rows = dataset.train.rows[:_STATISTICS_IMAGES]
-    encode = jax.jit(lambda p, batch: self._raw_codes(
-        p, self.first_family.prepare(batch, None, train=False)))
-    codes = []
-    for start in range(0, len(rows), 1000):
-      batch = dataset.train_source.take(rows[start:start + 1000])
-      batch = {"x": batch["x"], "uid": rows[start:start + 1000].astype(np.int32)}
-      codes.append(np.asarray(encode(self.first_params, batch), np.float64))
-    codes = np.concatenate(codes)
+    from gen.families.autoencoder import train_codes
+    codes = train_codes(lambda p, batch: self._raw_codes(
+        p, self.first_family.prepare(batch, None, train=False)), self.first_params,
+        self.first.dataset, _STATISTICS_IMAGES).astype(np.float64)
     axes = tuple(range(codes.ndim - 1))
     mean = codes.mean(axis=axes, keepdims=True)
     std = np.maximum(codes.std(axis=axes, keepdims=True), 1e-6)
