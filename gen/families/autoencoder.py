@@ -25,7 +25,11 @@ _OUTPUT_RANGE = {"sigmoid": (0.0, 1.0), "softmax": (0.0, 1.0), "relu": (0.0, Non
 
 @FAMILIES.register("autoencoder")
 class Autoencoder(Family):
-  config_keys = ("loss", "output_activation")
+  config_keys = ("loss", "output_activation", "code_noise")
+
+  @property
+  def code_noise(self) -> float:
+    return float(self.config.model.get("code_noise", 0.0))
 
   def check_config(self) -> list[str]:
     model, data = self.config.model, self.config.data
@@ -52,15 +56,28 @@ class Autoencoder(Family):
           f"config.model.loss={model.loss!r} compares distributions over the last axis, "
           f"which has size {self.info.shape[-1]} for {self.info.name}; "
           f"use binary_crossentropy for pixel intensities")
+    if not 0.0 <= self.code_noise < 1.0:
+      raise ValueError(f"config.model.code_noise={self.code_noise} must be in [0, 1): the "
+                       f"noise's std against codes of unit RMS")
     warning = losses.check_pairing(model.loss, model.output_activation)
     return [warning] if warning else []
 
-  def _reconstruct_logits(self, params, x):
-    return self.apply_model({"params": params}, x)
+  def _reconstruct_logits(self, params, x, noise_rng=None):
+    """Logits of decode(encode(x)); with `noise_rng` (training) and
+    config.model.code_noise > 0, the decoder sees the code plus Gaussian noise
+    of that std: a decoder trained so tolerates a second stage's small errors
+    (measured: docs/diffusion.md)."""
+    code = self.encode(params, x)
+    if noise_rng is not None and self.code_noise > 0:
+      code = code + self.code_noise * jax.random.normal(noise_rng, code.shape, code.dtype)
+    return self.apply_model({"params": params}, code, method="decode")
 
   def loss(self, params, batch, rng, step):
+    noise_rng = None
+    if self.code_noise > 0:  # (without it, the same random stream as before)
+      rng, noise_rng = jax.random.split(rng)
     x = self.prepare(batch, rng, train=True)
-    logits = self._reconstruct_logits(params, x)
+    logits = self._reconstruct_logits(params, x, noise_rng)
     per_example = losses.reconstruction_loss(
         self.config.model.loss, self.config.model.output_activation, logits, x)
     return jnp.mean(per_example), {}
@@ -71,7 +88,14 @@ class Autoencoder(Family):
     return losses.apply_activation(self.config.model.output_activation, logits)
 
   def encode(self, params, x):
-    return self.apply_model({"params": params}, x, method="encode")
+    code = self.apply_model({"params": params}, x, method="encode")
+    if self.code_noise > 0:
+      # Noise only means something against a fixed scale: each code is
+      # divided by its RMS, or the encoder would grow its codes until the
+      # noise no longer mattered.
+      axes = tuple(range(1, code.ndim))
+      code = code * jax.lax.rsqrt(jnp.mean(jnp.square(code), axis=axes, keepdims=True) + 1e-6)
+    return code
 
   def decode_to_unit(self, params, code):
     """A code -> the image it decodes to, in [0, 1] (a latent model's last step)."""
