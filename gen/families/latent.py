@@ -27,11 +27,14 @@ import ml_collections
 import numpy as np
 
 from gen import models, platform
-from gen.data import SourceInfo
+from gen.data import SourceInfo, example_keys
 from gen.errors import UserError
 from gen.evaluate import sampling
 from gen.families import FAMILIES
 
+# Fixed keys of a VAE first stage's posterior draws: for the statistics, and
+# for evaluation (with the example ids).
+_STATISTICS_SEED, _EVAL_SEED = 11, 12
 # Train images whose codes give the standardization statistics.
 _STATISTICS_IMAGES = 10_000
 # Families whose runs can be a first stage: they encode and decode.
@@ -141,6 +144,10 @@ class Latent:
     check_first_stage(first_config, config, first_workdir)
     self.first = restore.load_run(first_workdir)
     self.first_family, self.first_params = self.first.family, self.first.params
+    # A VAE's codes are draws from its posterior q(z | x), a fresh one each
+    # step: the second stage then models the aggregate posterior, the prior
+    # the VAE's bound wants (Dai and Wipf, 2019), not the posterior means.
+    self.posterior_samples = models.get(first_config.model.name).family == "vae"
     self.code_mean, self.code_std = self._code_statistics()
     self.code_shape = tuple(self._encode_shape())
     entry = models.get(config.model.name)
@@ -153,33 +160,60 @@ class Latent:
     for name in ("eval_loss_key", "final_eval_differs", "curve_keys", "model"):
       setattr(self, name, getattr(self.inner, name))
     self.dequantize_in_eval = self.first_family.dequantize_in_eval
+    # A flow prior on a VAE's codes: the end of the run adds the VAE's bounds.
+    self.vae_prior = self.posterior_samples and hasattr(self.inner, "log_likelihood")
+    self.final_eval_differs = self.final_eval_differs or self.vae_prior
 
   # --- the codes ------------------------------------------------------------------
   def _encode_shape(self):
     dummy = jnp.zeros((1, *self.info.shape), jnp.float32)
     return jax.eval_shape(lambda x: self._raw_codes(self.first_params, x), dummy).shape[1:]
 
-  def _raw_codes(self, first_params, x):
-    """x in the first stage's space -> its code (a VAE: the posterior mean)."""
+  def _raw_codes(self, first_params, x, keys=None):
+    """x in the first stage's space -> its code. A VAE's: the posterior mean,
+    or with `keys` (one per example) a draw from its posterior."""
     code = self.first_family.encode(first_params, x)
-    return code[0] if isinstance(code, tuple) else code
+    if not isinstance(code, tuple):
+      return code
+    mean, log_var = code
+    if keys is None:
+      return mean
+    noise = jax.vmap(lambda key: jax.random.normal(key, mean.shape[1:]))(keys)
+    return mean + jnp.exp(0.5 * log_var) * noise
+
+  def _code_keys(self, rng, batch):
+    """Per-example keys of the posterior draws (None: the code is deterministic)."""
+    return example_keys(rng, batch["uid"]) if self.posterior_samples else None
 
   def _code_statistics(self):
-    """Per-channel mean and std [1, ..., c] of the codes of up to 10,000 train images."""
+    """Per-channel mean and std [1, ..., c] of the codes of up to 10,000 train images
+    (a VAE's: posterior draws, whose spread includes the posterior's own)."""
     from gen.families.autoencoder import train_codes
     codes = train_codes(lambda p, batch: self._raw_codes(
-        p, self.first_family.prepare(batch, None, train=False)), self.first_params,
+        p, self.first_family.prepare(batch, None, train=False),
+        self._code_keys(jax.random.PRNGKey(_STATISTICS_SEED), batch)), self.first_params,
         self.first.dataset, _STATISTICS_IMAGES).astype(np.float64)
     axes = tuple(range(codes.ndim - 1))
     mean = codes.mean(axis=axes, keepdims=True)
     std = np.maximum(codes.std(axis=axes, keepdims=True), 1e-6)
     return mean.astype(np.float32), std.astype(np.float32)
 
-  def encode(self, batch: dict):
-    """Raw batch -> standardized codes [b, *code_shape] float32."""
+  def encode(self, batch: dict, rng=None):
+    """Raw batch -> standardized codes [b, *code_shape] float32; a VAE's are
+    posterior draws from per-example keys of `rng`, its means without one."""
     x = self.first_family.prepare(batch, None, train=False)
-    codes = (self._raw_codes(self.first_params, x) - self.code_mean) / self.code_std
+    keys = None if rng is None else self._code_keys(rng, batch)
+    codes = (self._raw_codes(self.first_params, x, keys) - self.code_mean) / self.code_std
     return codes.reshape(codes.shape[0], -1) if self.flatten else codes
+
+  def log_prior(self, params, z):
+    """[n, latent] raw codes -> [n] log density of the learned prior, nats: the
+    second stage's log-likelihood of the standardized code, moved back to the
+    raw code's units (a flow prior only: its density is exact)."""
+    standardized = ((z.reshape(z.shape[0], *self.code_shape) - self.code_mean)
+                    / self.code_std).reshape(z.shape[0], *self.code_info.shape)
+    log_p, _ = self.inner.log_likelihood(params, standardized)
+    return log_p - jnp.sum(jnp.log(self.code_std))
 
   def decode(self, codes):
     """Standardized codes -> images [b, h, w, c] in [0, 1]."""
@@ -187,8 +221,16 @@ class Latent:
     return self.first_family.decode_to_unit(self.first_params,
                                             codes * self.code_std + self.code_mean)
 
-  def _code_batch(self, batch: dict) -> dict:
-    return {**batch, "x": self.encode(batch)}
+  def _code_batch(self, batch: dict, rng=None) -> dict:
+    return {**batch, "x": self.encode(batch, rng)}
+
+  def _split(self, rng):
+    """(the key of the posterior draws, the inner family's key); without
+    posterior draws the inner family keeps the whole key, as before."""
+    if not self.posterior_samples:
+      return None, rng
+    code_rng, rng = jax.random.split(rng)
+    return code_rng, rng
 
   # --- what the loop calls (the inner family's, on codes) ---------------------------
   def check_config(self) -> list[str]:
@@ -207,16 +249,46 @@ class Latent:
     return self.inner.init_opt_state(tx, params)
 
   def loss(self, params, batch, rng, step):
-    return self.inner.loss(params, self._code_batch(batch), rng, step)
+    code_rng, rng = self._split(rng)
+    return self.inner.loss(params, self._code_batch(batch, code_rng), rng, step)
 
   def train_step(self, state, batch, rng, tx):
-    return self.inner.train_step(state, self._code_batch(batch), rng, tx)
+    code_rng, rng = self._split(rng)
+    return self.inner.train_step(state, self._code_batch(batch, code_rng), rng, tx)
 
   def evaluate(self, params, batch, rng, final=False):
-    return self.inner.evaluate(params, self._code_batch(batch), rng, final)
+    # Evaluation's posterior draws come from a fixed key and the example ids.
+    eval_rng = jax.random.PRNGKey(_EVAL_SEED) if self.posterior_samples else None
+    metrics = self.inner.evaluate(params, self._code_batch(batch, eval_rng), rng, final)
+    if final and self.vae_prior:
+      metrics.update(self.vae_bounds(params, batch))
+    return metrics
+
+  def vae_bounds(self, params, batch) -> dict:
+    """The first-stage VAE's bounds on the test images in bits/dim, with its
+    N(0, I) prior and with the learned one, on the same posterior draws:
+    one-sample ELBO and importance-weighted with K = config.eval.iw_samples."""
+    vae, first_params = self.first_family, self.first_params
+    x = vae.prepare(batch, None, train=False)
+    target = vae.targets(batch, x)
+    keys = example_keys(jax.random.PRNGKey(_EVAL_SEED + 1), batch["uid"])
+    learned = lambda z: self.log_prior(params, z)
+    name = vae._bound_name
+    samples = self.config.eval.iw_samples
+    chunk = min(self.config.eval.iw_chunk, samples) if samples else 1
+    metrics = {}
+    for count, label in ((1, "elbo"), (samples, f"iw{samples}")):
+      if not count:
+        continue
+      size = 1 if count == 1 else chunk
+      for prior, prefix in ((None, ""), (learned, "learned_prior_")):
+        log_px = vae.iw_log_likelihood(first_params, x, target, keys, count, size, prior)
+        metrics[f"{name}_{prefix}{label}_bound"] = vae._to_report_units(-log_px)
+    return metrics
 
   def anomaly_scores(self, params, batch, rng):
-    return self.inner.anomaly_scores(params, self._code_batch(batch), rng)
+    eval_rng = jax.random.PRNGKey(_EVAL_SEED) if self.posterior_samples else None
+    return self.inner.anomaly_scores(params, self._code_batch(batch, eval_rng), rng)
 
   def to_pixels(self, images):
     return self.first_family.to_pixels(images)

@@ -32,4 +32,4 @@ def get(name: str) -> ModelEntry:
 
 def _import_all():
   # Imported here, not at the top, so registering never imports in a cycle.
-  from gen.models import autoencoder, classifier, flow, gan, unet, vae  # noqa: F401
+  from gen.models import autoencoder, classifier, flow, gan, residual_mlp, unet, vae  # noqa: F401
