@@ -8,15 +8,22 @@
   python experiments/compare.py --workdir=/tmp/compare --data=digits \
       --families=autoencoder,vae,dcgan --budget_unit=steps --budgets=20,40
 
-Every family (autoencoder, conv autoencoder, VAE, conv VAE, RealNVP, DCGAN,
-DDPM) trains on the same data at each budget. A budget is seconds of training
+Every family (autoencoder, conv autoencoder, VAE, conv VAE, RealNVP, Glow,
+DCGAN, DDPM, flow matching, and a latent model: flow matching on the codes of a
+spatial autoencoder) trains on the same data at each budget. A budget is seconds of training
 on this machine with the run alone: each family's train step is first timed
 alone (calibration.json: steps/s, and FLOPs per step from XLA's cost analysis
 of the compiled step), which turns seconds into a number of steps, so each run
 is deterministic and resumable, and its FLOPs are FLOPs per step x steps.
 Each (family, budget) is a run of experiments/main.py in its own workdir,
 `--parallel` at a time; a restarted comparison reuses finished runs (and
-their analysis.json) and resumes the others from their checkpoints.
+their analysis.json) and resumes the others from their checkpoints, so a
+ladder of budgets long enough for every family to stop improving can be run
+over several sittings.
+
+The latent model counts both stages against its budget: its first stage (an
+autoencoder) trains for --first_stage_share of it in <run>_first_stage, the
+second stage for the rest; its train seconds and FLOPs are the two summed.
 
 After the runs, each model is analysed once (analysis.json in its workdir):
 how useful its codes are (linear probe, k-means NMI), and how well its natural
@@ -49,9 +56,14 @@ FAMILIES = {
     "vae": ("configs/vae.py", "VAE (dense)"),
     "conv_vae": ("configs/conv_vae.py", "VAE (conv)"),
     "realnvp": ("configs/realnvp.py", "RealNVP flow"),
+    "glow": ("configs/glow.py", "Glow flow"),
     "dcgan": ("configs/gan.py", "DCGAN"),
     "ddpm": ("configs/ddpm.py", "DDPM"),
+    "flow_matching": ("configs/flow_matching.py", "flow matching (pixels)"),
+    "latent": ("configs/latent.py", "latent flow matching (both stages)"),
 }
+# The calibration entry of the latent model's first stage.
+FIRST_STAGE = "latent_first_stage"
 # Variants of the config files for each --data/--size; None = not available.
 _VARIANTS = {("fashion_mnist", "cpu"): "", ("fashion_mnist", "gpu"): "gpu",
              ("digits", "cpu"): "digits"}
@@ -79,6 +91,11 @@ _CLASSIFIER = flags.DEFINE_string("classifier", "", "The feature classifier's wo
                                   "(default: runs/classifiers/<data>, trained if missing).")
 _CALIBRATION_SECONDS = flags.DEFINE_float("calibration_seconds", 5.0,
                                           "Seconds of timed steps per family, after compiling.")
+_FIRST_STAGE_SHARE = flags.DEFINE_float(
+    "first_stage_share", 0.2, "The share of the latent model's budget its first stage "
+    "trains for (the 2-hour run of docs/diffusion.md: 18 of about 100 minutes).")
+_JSON = flags.DEFINE_string("json", "", "Also write the runs' numbers to this file "
+                            "(e.g. docs/compare_<machine>.json); <workdir>/compare.json always.")
 flags.mark_flags_as_required(["workdir"])
 
 
@@ -96,6 +113,9 @@ def load_config(family: str):
   from gen import platform
   from ml_collections import config_flags  # noqa: F401  (config files import ml_collections)
   import importlib
+  if family == FIRST_STAGE:
+    from gen.families import latent
+    return platform.resolve(latent.load_config_file(first_stage_spec()))[0]
   path, _ = FAMILIES[family]
   module = importlib.import_module(path.removesuffix(".py").replace("/", "."))
   variant = _VARIANTS[(_DATA.value, _SIZE.value)]
@@ -106,15 +126,24 @@ def load_config(family: str):
   return platform.resolve(config)[0]
 
 
-def calibrate(family: str) -> dict:
+def first_stage_spec() -> str:
+  """The config file (and variant) of the latent model's first stage."""
+  return load_config("latent").latent.first_stage
+
+
+def calibrate(family: str, first_stage_workdir: str = "") -> dict:
   """Steps/s of `family`'s train step alone on this machine, compiled as its runs
   compile it (steps_per_call, unrolling), and the FLOPs of one step (XLA's cost
-  analysis of a one-step program: a rolled loop would count its body once)."""
+  analysis of a one-step program: a rolled loop would count its body once).
+  The latent model's second stage is timed on a finished first stage
+  (`first_stage_workdir`): each step encodes its batch."""
   import jax
 
   from gen.train import compute, steps
 
   config = load_config(family)
+  if first_stage_workdir:
+    config.latent.first_stage_workdir = first_stage_workdir
   per_call = config.train.steps_per_call
   built = runlib.compiled_train_step(config)
   model, tx, mesh, state, train_fn, batch = (built.family, built.tx, built.mesh, built.state,
@@ -142,14 +171,14 @@ def calibrate(family: str) -> dict:
           "device": jax.devices()[0].device_kind}
 
 
-def calibration(workdir: str, families: list[str]) -> dict:
+def calibration(workdir: str, families: list[str], first_stage_workdir: str = "") -> dict:
   path = os.path.join(workdir, "calibration.json")
   known = json.load(open(path)) if os.path.exists(path) else {}
   for family in families:
     if family in known:
       continue
     logging.info("calibrating %s (its train step alone)", family)
-    known[family] = calibrate(family)
+    known[family] = calibrate(family, first_stage_workdir)
     logging.info("%s: %.1f steps/s, %.3g FLOPs/step", family,
                  known[family]["steps_per_second"], known[family]["flops_per_step"] or 0)
     with open(path, "w") as file:
@@ -166,6 +195,10 @@ def plan(family: str, budget: float, measured: dict) -> dict:
     steps = int(budget * measured["steps_per_second"])
   unit = 10  # a multiple of every steps_per_call "auto" picks
   steps = max(unit, steps // unit * unit)
+  if family == FIRST_STAGE:  # trains and checkpoints; no sample quality of its own
+    return {"train.num_steps": steps, "train.log_every": unit, "train.eval_every": steps,
+            "checkpoint.every_steps": max(unit, steps // 5 // unit * unit),
+            "optimizer.warmup_steps": min(config.optimizer.warmup_steps, steps // 10)}
   overrides = {"train.num_steps": steps, "train.log_every": unit, "train.eval_every": steps,
                "checkpoint.every_steps": max(unit, steps // 5 // unit * unit),
                "eval.fid_samples": _SAMPLES.value, "eval.num_images": 64,
@@ -204,6 +237,10 @@ def ensure_classifier() -> None:
 
 def run_name(family: str, budget: str) -> str:
   return f"{family}_{budget}{'s' if _UNIT.value == 'seconds' else 'steps'}"
+
+
+def first_stage_name(budget: str) -> str:
+  return run_name("latent", budget) + "_first_stage"
 
 
 # --- the analysis of a finished run -----------------------------------------------
@@ -290,6 +327,7 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   from gen.evaluate import report as report_lib
+  from gen.train import compute
   from gen.train.checkpoint import quiet_orbax_log
   quiet_orbax_log()
   workdir = os.path.abspath(_WORKDIR.value)
@@ -306,17 +344,41 @@ def main(argv):
     except ValueError as error:
       left_out[FAMILIES[family][1]] = str(error)
       logging.warning("%s left out: %s", family, error)
-  measured = calibration(workdir, families)
+  # Calibration runs alone: first every family but the latent model, whose
+  # second stage is timed on a trained first stage (the smallest budget's).
+  latent = "latent" in families
+  measured = calibration(workdir, [f for f in families if f != "latent"]
+                         + ([FIRST_STAGE] if latent else []))
   ensure_classifier()
+  if latent:
+    first_stages = [(first_stage_name(budget), budget) for budget in _BUDGETS.value]
+    jobs = []
+    for name, budget in first_stages:
+      run_dir = os.path.join(workdir, name)
+      if not runlib.is_finished(run_dir):
+        overrides = plan(FIRST_STAGE, _FIRST_STAGE_SHARE.value * float(budget),
+                         measured[FIRST_STAGE])
+        jobs.append((name, runlib.run_command(first_stage_spec(), run_dir, overrides), run_dir))
+    failed = runlib.launch_all(jobs, _PARALLEL.value)
+    if failed:
+      raise SystemExit(f"first stages failed: {', '.join(failed)}; see their log.txt")
+    measured = calibration(workdir, ["latent"],
+                           os.path.join(workdir, first_stages[0][0]))
   jobs, runs = [], []
   for family in families:
     for budget in _BUDGETS.value:
       name = run_name(family, budget)
       run_dir = os.path.join(workdir, name)
-      overrides = plan(family, float(budget), measured[family])
-      runs.append({"name": name, "family": family, "label": FAMILIES[family][1],
-                   "budget": float(budget), "unit": _UNIT.value, "dir": run_dir,
-                   "steps": overrides["train.num_steps"]})
+      share = 1.0 - _FIRST_STAGE_SHARE.value if family == "latent" else 1.0
+      overrides = plan(family, share * float(budget), measured[family])
+      run = {"name": name, "family": family, "label": FAMILIES[family][1],
+             "budget": float(budget), "unit": _UNIT.value, "dir": run_dir,
+             "steps": overrides["train.num_steps"]}
+      if family == "latent":
+        first_dir = os.path.join(workdir, first_stage_name(budget))
+        overrides["latent.first_stage_workdir"] = first_dir
+        run["first_stage"] = {"dir": first_dir, "calibration": FIRST_STAGE}
+      runs.append(run)
       if runlib.is_finished(run_dir):
         logging.info("%s: finished, not run again", name)
         continue
@@ -330,11 +392,15 @@ def main(argv):
     if runlib.is_finished(run["dir"]):
       run["results"] = json.load(open(os.path.join(run["dir"], "results.json")))
       run["analysis"] = analyse(run["dir"])
+    first = run.get("first_stage")
+    if first and runlib.is_finished(first["dir"]):
+      first["results"] = json.load(open(os.path.join(first["dir"], "results.json")))
+      first["steps"] = first["results"].get("step")
   paths = report_lib.write(workdir, runs, measured, {
       "data": _DATA.value, "size": _SIZE.value, "budget_unit": _UNIT.value,
       "command": " ".join(sys.argv), "wall_seconds": time.time() - start,
       "samples": _SAMPLES.value, "analysis_examples": _ANALYSIS_EXAMPLES.value,
-      "left_out": left_out})
+      "left_out": left_out, "machine": compute.machine_summary()}, json_copy=_JSON.value)
   logging.info("report: %s", ", ".join(paths))
   if failed:
     raise SystemExit(f"runs failed: {', '.join(failed)}; see their log.txt")

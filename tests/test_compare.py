@@ -121,3 +121,61 @@ def test_a_real_comparison_writes_its_report_and_a_restart_reruns_nothing(tmp_pa
   assert second.stderr.count("finished, not run again") == 2
   assert "calibrating" not in second.stderr and "training the feature classifier" not in second.stderr
   assert {p: p.stat().st_mtime for p in stamps} == stamps  # results and analyses reused
+
+
+def test_flattening_and_the_machine_readable_numbers(tmp_path):
+  calibration = {"dcgan": {"params": 1, "examples_per_second": 1.0, "flops_per_step": 2e9,
+                           "device": "cpu"},
+                 "latent": {"params": 2, "examples_per_second": 1.0, "flops_per_step": 1e9},
+                 "latent_first_stage": {"flops_per_step": 3e9}}
+  runs = [_run("dcgan", "DCGAN", 10, 150.0, 1000), _run("dcgan", "DCGAN", 30, 140.0, 3000),
+          _run("latent", "latent", 10, 300.0, 100), _run("latent", "latent", 30, 100.0, 300)]
+  for run, steps in zip(runs[2:], (20, 60)):
+    run["first_stage"] = {"dir": "unused", "calibration": "latent_first_stage", "steps": steps,
+                          "results": {"timing": {"train_seconds": 5.0}}}
+  runs.append({"name": "dcgan_90s", "family": "dcgan", "label": "DCGAN", "budget": 90,
+               "unit": "seconds", "dir": "unused", "steps": 9000})
+  flat = {e["family"]: e for e in report.convergence(
+      [report.row_of(r, calibration) for r in runs])}
+  # 150 -> 140 is -6.7%: flat; 300 -> 100 is -67%: still improving.
+  assert flat["dcgan"]["flattened"] is True and math.isclose(flat["dcgan"]["change"], -1 / 15)
+  assert flat["latent"]["flattened"] is False
+  paths = report.write(str(tmp_path), runs, calibration,
+                       {"data": "fashion_mnist", "budget_unit": "seconds", "command": "compare",
+                        "machine": ["CPU: test"]}, json_copy=str(tmp_path / "docs" / "c.json"))
+  assert "## Has each family stopped improving?" in open(paths[0]).read()
+  numbers = json.load(open(tmp_path / "docs" / "c.json"))
+  assert numbers == json.load(open(tmp_path / "compare.json"))
+  by_run = {r["run"]: r for r in numbers["runs"]}
+  latent = by_run["latent_30s"]
+  # Both stages count: 33 s + 5 s, and 300 x 1e9 + 60 x 3e9 FLOPs.
+  assert latent["train_seconds"] == 38.0 and latent["flops"] == 300 * 1e9 + 60 * 3e9
+  assert latent["flattened"] is False and latent["fd"] == 100.0 and latent["fd_baseline"] == 2.0
+  required = {"run", "family", "budget_seconds", "train_seconds", "steps", "flops", "fd",
+              "fd_baseline", "fd_num_samples", "bits_per_dim", "bits_per_dim_kind",
+              "linear_probe", "nmi", "auroc", "why"}
+  for entry in numbers["runs"]:
+    assert required <= set(entry)
+    for key, value in entry.items():
+      if value is None and key not in ("budget_steps", "first_stage_steps"):
+        assert entry["why"].get(key), (entry["run"], key)
+  assert by_run["dcgan_90s"]["why"]["fd"] == "the run did not finish"
+  assert by_run["dcgan_30s"]["bits_per_dim"] is None and by_run["dcgan_30s"]["why"]["bits_per_dim"]
+
+
+def test_the_latent_model_counts_its_first_stage_in_its_budget(tmp_path):
+  result = _compare(tmp_path, "--families=latent", "--budgets=50")
+  assert result.returncode == 0, result.stderr[-3000:]
+  folder = tmp_path / "compare"
+  numbers = json.loads((folder / "compare.json").read_text())
+  (entry,) = numbers["runs"]
+  # 20% of 50 steps trained the first stage in its own folder, the rest the second.
+  first = json.loads((folder / "latent_50steps_first_stage" / "results.json").read_text())
+  second = json.loads((folder / "latent_50steps" / "results.json").read_text())
+  assert first["step"] == entry["first_stage_steps"] == 10 and second["step"] == 40
+  assert math.isclose(entry["train_seconds"], first["timing"]["train_seconds"]
+                      + second["timing"]["train_seconds"])
+  assert second["first_stage"]["workdir"] == str(folder / "latent_50steps_first_stage")
+  assert math.isfinite(entry["fd"]) and entry["flops"] > 0
+  calibration = json.loads((folder / "calibration.json").read_text())
+  assert set(calibration) == {"latent", "latent_first_stage"}

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import html
+import json
 import math
 import os
 
@@ -73,8 +74,10 @@ def likelihood(results: dict) -> tuple[float | None, str]:
   if bounds:
     key = min(bounds, key=lambda k: bounds[k] if _finite(bounds[k]) else math.inf)
     kind = key.removeprefix("bits_per_dim_").removesuffix("_bound")
+    prior = ", learned prior" if kind.startswith("learned_prior_") else ""
+    kind = kind.removeprefix("learned_prior_")
     name = "ELBO" if kind == "elbo" else f"importance-weighted, K={kind.removeprefix('iw')}"
-    return bounds[key], f"bound, {name}"
+    return bounds[key], f"bound, {name}{prior}"
   ode = results.get("ode_likelihood") or {}
   if "bits_per_dim" in ode:
     return ode["bits_per_dim"], f"estimate, probability-flow ODE, {ode['images']} images"
@@ -95,6 +98,18 @@ def row_of(run: dict, calibration: dict) -> dict:
     row["why"]["all"] = "the run did not finish"
     return row
   row["train_seconds"] = _get(results, "timing", "train_seconds")
+  first = run.get("first_stage")
+  if first:  # a latent model: both stages count
+    first_flops = calibration.get(first["calibration"], {}).get("flops_per_step")
+    first_seconds = _get(first, "results", "timing", "train_seconds")
+    row["first_stage_steps"] = first.get("steps")
+    row["train_flops"] = (row["train_flops"] + first_flops * first["steps"]
+                          if row["train_flops"] and first_flops and first.get("steps") else None)
+    row["train_seconds"] = (row["train_seconds"] + first_seconds
+                            if row["train_seconds"] is not None and first_seconds is not None
+                            else None)
+    if row["train_seconds"] is None or row["train_flops"] is None:
+      row["why"]["train"] = f"the first stage in {first['dir']} did not finish or was not timed"
   row["first_call_seconds"] = _get(results, "timing", "first_call_seconds")
   # One measurement for every family: a compiled call of its sampler (the one
   # sample quality uses: DDIM for DDPM) on 64 images, after a first call.
@@ -139,6 +154,39 @@ def _largest_budget_rows(rows: list[dict]) -> dict[str, dict]:
 
 def _smallest_budget_rows(rows: list[dict]) -> dict[str, dict]:
   return _rows_at_budget(rows, largest=False)
+
+
+# --- has each family stopped improving? ------------------------------------------
+# A family's curve counts as flat at its largest budget when that budget
+# improved its number by less than this fraction of the previous budget's.
+FLAT_CHANGE = 0.10
+
+
+def convergence(rows: list[dict]) -> list[dict]:
+  """Per family with two or more finished budgets: FD (or, for a family without
+  samples, bits/dim) at its two largest budgets, the relative change, and
+  whether it is under FLAT_CHANGE."""
+  by_family: dict[str, list[dict]] = {}
+  for row in rows:
+    if "all" not in row["why"]:
+      by_family.setdefault(row["family"], []).append(row)
+  result = []
+  for family, family_rows in by_family.items():
+    family_rows.sort(key=lambda r: r["budget"])
+    last = family_rows[-1]
+    key = "fid" if _finite(last.get("fid")) else "bits_per_dim"
+    entry = {"family": family, "label": last["label"], "metric": key,
+             "budgets": [r["budget"] for r in family_rows],
+             "values": [r.get(key) for r in family_rows]}
+    if len(family_rows) < 2 or not all(_finite(v) for v in entry["values"][-2:]):
+      entry.update(change=None, flattened=None,
+                   why="fewer than two finished budgets with this number")
+    else:
+      previous, current = entry["values"][-2:]
+      entry["change"] = (current - previous) / abs(previous)
+      entry["flattened"] = entry["change"] > -FLAT_CHANGE
+    result.append(entry)
+  return result
 
 
 # --- the decision table -----------------------------------------------------------
@@ -378,6 +426,23 @@ def build(runs: list[dict], calibration: dict, meta: dict, workdir: str) -> list
     blocks.append({"img": os.path.basename(figure)})
   else:
     blocks.append({"p": "Quality against compute: n/a (no run measured sample quality)."})
+  blocks.append({"h2": "Has each family stopped improving?"})
+  blocks.append({"p": (
+      f"The decision table reads every family at its largest budget. A family has flattened "
+      f"there when that budget improved its FD (bits/dim for a family without samples) by "
+      f"less than {FLAT_CHANGE:.0%} over the previous budget; one that has not flattened "
+      f"could still gain from a longer run, and its row in the answer is provisional.")})
+  table = []
+  for entry in convergence(rows):
+    values = ", ".join(f"{_fmt(b)}{unit}: {_fmt(v)}" for b, v in
+                       zip(entry["budgets"], entry["values"]))
+    if entry["flattened"] is None:
+      table.append([entry["label"], entry["metric"], values, f"{NA}: {entry['why']}", NA])
+    else:
+      table.append([entry["label"], entry["metric"], values, f"{100 * entry['change']:+.1f}%",
+                    "yes" if entry["flattened"] else "no"])
+  blocks.append(_table(["family", "number", "by budget", "change at the largest budget",
+                        "flattened?"], table))
   blocks.append({"h2": "Every run"})
   header = ["run", "family", "budget", "steps", "params", "train ex/s (alone)", "train FLOPs",
             "train s (first call)", "sample ms/image", "FD (baseline)", "KID", "precision / recall "
@@ -506,12 +571,82 @@ def render_html(blocks: list[dict], workdir: str) -> str:
   return "\n".join(parts)
 
 
-def write(workdir: str, runs: list[dict], calibration: dict, meta: dict) -> list[str]:
-  """report.md (with its PNGs) and report.html in `workdir`; returns their paths."""
+def _best_auroc(run: dict) -> dict[str, dict]:
+  """Per out-of-distribution set, the best AUROC among the run's scores, and which score."""
+  best: dict[str, dict] = {}
+  for score, per_set in (_get(run, "analysis", "out_of_distribution") or {}).items():
+    if not isinstance(per_set, dict):
+      continue
+    for name in OOD_SETS:
+      entry = per_set.get(name)
+      if isinstance(entry, dict) and _finite(entry.get("auroc")) and (
+          name not in best or entry["auroc"] > best[name]["auroc"]):
+        best[name] = {"auroc": entry["auroc"], "score": score}
+  return best
+
+
+def machine_readable(runs: list[dict], calibration: dict, meta: dict) -> dict:
+  """The runs' numbers as one JSON-ready dict: a list `runs` with a fixed set of
+  fields each; a number that was not measured is null, and `why` says why."""
+  rows = {row["run"]: row for row in (row_of(run, calibration) for run in runs)}
+  flat = {entry["family"]: entry for entry in convergence(list(rows.values()))}
+  out = []
+  for run in runs:
+    row, why = rows[run["name"]], {}
+    missing = row["why"].get("all")
+    auroc = _best_auroc(run)
+    entry = {
+        "run": run["name"], "family": run["family"], "label": run["label"],
+        "budget_seconds": run["budget"] if run["unit"] == "seconds" else None,
+        "budget_steps": run["budget"] if run["unit"] == "steps" else None,
+        "train_seconds": row.get("train_seconds"), "steps": run["steps"],
+        "first_stage_steps": row.get("first_stage_steps"), "flops": row.get("train_flops"),
+        "params": row.get("params"), "fd": row.get("fid"),
+        "fd_baseline": row.get("fid_val_vs_test"), "fd_num_samples": row.get("num_samples"),
+        "precision": row.get("precision"), "recall": row.get("recall"),
+        "sample_seconds": row.get("sample_seconds"),
+        "bits_per_dim": row.get("bits_per_dim"), "bits_per_dim_kind": row.get("bits_kind"),
+        "linear_probe": row.get("probe_accuracy"), "nmi": row.get("nmi"),
+        "auroc": {name: auroc[name]["auroc"] if name in auroc else None for name in OOD_SETS},
+        "auroc_score": {name: auroc[name]["score"] for name in auroc},
+    }
+    reasons = {"fd": row["why"].get("fid"), "sample_seconds": row["why"].get("sampling"),
+               "bits_per_dim": row.get("bits_kind") if row.get("bits_per_dim") is None else None,
+               "linear_probe": row["why"].get("codes"), "nmi": row["why"].get("codes"),
+               "train_seconds": row["why"].get("train"), "flops": row["why"].get("train")}
+    for key, value in entry.items():
+      if value is None and key not in ("budget_seconds", "budget_steps", "first_stage_steps"):
+        why[key] = missing or reasons.get(key) or "not measured"
+    for name in OOD_SETS:
+      if entry["auroc"][name] is None:
+        missing_set = _get(run, "analysis", "out_of_distribution_missing", name)
+        why[f"auroc.{name}"] = missing or missing_set or "no anomaly score"
+    family_flat = flat.get(run["family"], {})
+    if run["budget"] == (family_flat.get("budgets") or [None])[-1]:
+      entry["flattened"] = family_flat.get("flattened")
+      entry["change_from_previous_budget"] = family_flat.get("change")
+    entry["why"] = why
+    out.append(entry)
+  return {"command": meta.get("command"), "data": meta.get("data"),
+          "budget_unit": meta.get("budget_unit"), "machine": meta.get("machine"),
+          "device": next(iter(calibration.values()), {}).get("device"),
+          "flat_change": FLAT_CHANGE, "runs": out}
+
+
+def write(workdir: str, runs: list[dict], calibration: dict, meta: dict,
+          json_copy: str = "") -> list[str]:
+  """report.md (with its PNGs), report.html and compare.json in `workdir` (and
+  the JSON at `json_copy` too, if given); returns their paths."""
   blocks = build(runs, calibration, meta, workdir)
-  paths = [os.path.join(workdir, "report.md"), os.path.join(workdir, "report.html")]
+  paths = [os.path.join(workdir, "report.md"), os.path.join(workdir, "report.html"),
+           os.path.join(workdir, "compare.json")]
   with open(paths[0], "w") as file:
     file.write(render_markdown(blocks))
   with open(paths[1], "w") as file:
     file.write(render_html(blocks, workdir))
-  return paths
+  numbers = machine_readable(runs, calibration, meta)
+  for path in paths[2:] + ([json_copy] if json_copy else []):
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "w") as file:
+      json.dump(numbers, file, indent=1)
+  return paths + ([json_copy] if json_copy else [])
