@@ -14,7 +14,7 @@ from gen.data import SourceInfo
 from gen.evaluate import likelihood
 from gen.families.flow import Flow
 from gen.models.flow import (ActNorm, Glow, InvertibleConv1x1, RealNVP, RealNVP2D, RealNVPVector,
-                             squeeze, unsqueeze)
+                             VariationalDequantizer, squeeze, unsqueeze)
 
 
 def _perturbed(params, scale, seed=1):
@@ -174,6 +174,47 @@ def test_glow_trains_on_digits_from_a_data_initialized_start(tmp_path):
   assert results["samples"]["T=1"]["nonfinite"] == 0
   with pytest.raises(ValueError, match="configs/glow.py:huge"):
     glow.get_config("huge")
+
+
+def test_variational_dequantizer_gives_noise_in_the_unit_box_and_its_exact_density():
+  """log q(u | x) = log N(eps) - log |det du/deps|, the Jacobian by jacfwd."""
+  model = VariationalDequantizer(num_couplings=4, features=8)
+  pixels = jnp.floor(256 * jax.random.uniform(jax.random.PRNGKey(0), (3, 4, 4, 1)))
+  eps = jax.random.normal(jax.random.PRNGKey(1), pixels.shape)
+  params = _perturbed(model.init(jax.random.PRNGKey(2), pixels, eps)["params"], 0.3)
+  u, log_q = jax.jit(lambda e: model.apply({"params": params}, pixels, e))(eps)
+  assert float(u.min()) > 0 and float(u.max()) < 1
+  with jax.default_matmul_precision("highest"):
+    log_dets = []
+    for i in range(3):
+      jacobian = jax.jacfwd(lambda e: model.apply({"params": params}, pixels[i:i + 1],
+                                                  e.reshape(1, 4, 4, 1))[0].ravel())(
+          eps[i].ravel())
+      log_dets.append(np.linalg.slogdet(np.asarray(jacobian, np.float64))[1])
+  log_normal = stats.norm.logpdf(np.asarray(eps, np.float64)).reshape(3, -1).sum(axis=1)
+  np.testing.assert_allclose(log_q, log_normal - np.array(log_dets), rtol=1e-4, atol=1e-3)
+  # The image conditions the noise: another image, other u from the same eps.
+  other, _ = model.apply({"params": params}, 255.0 - pixels, eps)
+  assert float(jnp.max(jnp.abs(other - u))) > 1e-3
+
+
+def test_glow_with_variational_dequantization_trains_and_reports_its_bound(tmp_path):
+  from gen.evaluate import report
+  from tests.helpers import train_in_process
+  results = train_in_process("configs/glow.py:vd_digits", tmp_path)
+  bound = results["test"]["bits_per_dim_variational_bound"]
+  assert np.isfinite(bound) and "bits_per_dim_exact" not in results["test"]
+  assert report.likelihood(results) == (bound, "bound, variational dequantization")
+  assert results["samples"]["T=1"]["nonfinite"] == 0
+  config = glow.get_config("vd_digits")
+  config.data.dequantize = True
+  with pytest.raises(ValueError, match="config.model.dequantization='variational' draws"):
+    Flow(config, SourceInfo("digits", (8, 8, 1), "image")).check_config()
+  flat = realnvp2d.get_config()
+  flat.model.dequantization = "variational"
+  with pytest.raises(ValueError, match="config.model.dequantization is not a setting of "
+                                       "model 'realnvp2d'"):
+    Flow(flat, SourceInfo("toy2d/moons", (2,), "vector"))
 
 
 def test_logit_preprocessing_log_det_matches_jacfwd():

@@ -76,7 +76,8 @@ def likelihood(results: dict) -> tuple[float | None, str]:
     kind = key.removeprefix("bits_per_dim_").removesuffix("_bound")
     prior = ", learned prior" if kind.startswith("learned_prior_") else ""
     kind = kind.removeprefix("learned_prior_")
-    name = "ELBO" if kind == "elbo" else f"importance-weighted, K={kind.removeprefix('iw')}"
+    name = {"elbo": "ELBO", "variational": "variational dequantization"}.get(
+        kind, f"importance-weighted, K={kind.removeprefix('iw')}")
     return bounds[key], f"bound, {name}{prior}"
   ode = results.get("ode_likelihood") or {}
   if "bits_per_dim" in ode:

@@ -20,10 +20,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from gen.data import to_pixels
 from gen.evaluate import likelihood, plots, sampling
 from gen.families import FAMILIES
-from gen.families.base import Family
+from gen.families.base import Family, example_keys
 from gen.train import sharding
+
+
+# The fixed key of evaluation's draws from a variational dequantizer.
+_EVAL_DEQUANTIZATION_SEED = 13
 
 
 @FAMILIES.register("flow")
@@ -37,14 +42,25 @@ class Flow(Family):
   def is_image(self) -> bool:
     return self.info.kind == "image"
 
+  @property
+  def variational(self) -> bool:
+    """Whether the model learns its dequantization noise (Glow's option)."""
+    return getattr(self.model, "dequantization", "uniform") == "variational"
+
   def check_config(self) -> list[str]:
     data = self.config.data
     if not self.is_image:
+      if self.variational:
+        raise ValueError("config.model.dequantization='variational' dequantizes 8-bit "
+                         f"images; {self.info.name} holds real vectors: use 'uniform'")
       return []
     if data.binarize != "none":
       raise ValueError(f"config.data.binarize={data.binarize!r}: a flow models 8-bit "
                        f"pixels as continuous values; use binarize='none'")
-    if not data.dequantize:
+    if self.variational and data.dequantize:
+      raise ValueError("config.model.dequantization='variational' draws its own noise "
+                       "from q(u | x): set config.data.dequantize=False")
+    if not data.dequantize and not self.variational:
       raise ValueError("config.data.dequantize=False: a flow's density on raw 8-bit "
                        "values is unbounded (it can put infinite density on 256 points); "
                        "set config.data.dequantize=True")
@@ -70,6 +86,8 @@ class Flow(Family):
     """Parameters initialized on `batch` (raw, as the loop draws it) when given:
     Glow's actnorm layers start by normalizing it (gen.models.flow.ActNorm);
     RealNVP's parameters do not depend on it."""
+    if self.variational:
+      return self._init_with_dequantizer(rng, batch)
     if batch is None:
       x = jnp.zeros((1, *self.info.shape), jnp.float32)
     else:
@@ -77,6 +95,38 @@ class Flow(Family):
       if self.is_image:
         x, _ = likelihood.logit(x, self.logit_alpha)
     return self.model.init(rng, x, method="forward")["params"]
+
+  def _init_with_dequantizer(self, rng, batch):
+    """The dequantizer's parameters, then the flow's, initialized on what that
+    dequantizer makes of `batch` (actnorm's data-dependent start)."""
+    pixels = (jnp.zeros((1, *self.info.shape), jnp.float32) if batch is None
+              else jnp.asarray(batch["x"], jnp.float32))
+    eps = jax.random.normal(jax.random.fold_in(rng, 1), pixels.shape)
+    params = dict(self.model.init(rng, pixels, eps, method="dequantize")["params"])
+    u, _ = self.apply_model({"params": params}, pixels, eps, method="dequantize")
+    x, _ = likelihood.logit((pixels + u) / 256.0, self.logit_alpha)
+    params.update(self.model.init(rng, x, method="forward")["params"])
+    return params
+
+  def to_pixels(self, images):
+    """Samples in [0, 1] -> uint8: floor(256 y), the inverse of (p + u) / 256
+    whichever noise u dequantized the data."""
+    if self.variational:
+      return to_pixels(images, dequantized=True)
+    return super().to_pixels(images)
+
+  def variational_bound(self, params, batch, rng, per_example: bool = False):
+    """[b] bits/dim of -E_q[log p(x + u) - log q(u | x)] with one draw u ~ q(u | x):
+    an upper bound on the 8-bit image's bits/dim. rng: one key, or with
+    per_example one per example (evaluation)."""
+    pixels = batch["x"].astype(jnp.float32)
+    if per_example:
+      eps = jax.vmap(lambda key: jax.random.normal(key, pixels.shape[1:]))(rng)
+    else:
+      eps = jax.random.normal(rng, pixels.shape)
+    u, log_q = self.apply_model({"params": params}, pixels, eps, method="dequantize")
+    log_prob, pre_log_det = self.log_likelihood(params, (pixels + u) / 256.0)
+    return likelihood.bits_per_dim(log_prob - log_q, self.num_dims, pre_log_det)
 
   # --- likelihood --------------------------------------------------------------
   def log_likelihood(self, params, x):
@@ -99,10 +149,17 @@ class Flow(Family):
     return -log_prob
 
   def loss(self, params, batch, rng, step):
+    if self.variational:
+      return jnp.mean(self.variational_bound(params, batch, rng)), {}
     x = self.prepare(batch, rng, train=True)
     return jnp.mean(self._per_example_loss(params, x)), {}
 
   def evaluate(self, params, batch, rng, final=False):
+    if self.variational:
+      # The draws of q from a fixed key and the example ids.
+      keys = example_keys(jax.random.PRNGKey(_EVAL_DEQUANTIZATION_SEED), batch["uid"])
+      bound = self.variational_bound(params, batch, keys, per_example=True)
+      return {"loss": bound, "bits_per_dim_variational_bound": bound}
     x = self.prepare(batch, rng, train=False)
     loss = self._per_example_loss(params, x)
     if self.is_image:
@@ -125,9 +182,11 @@ class Flow(Family):
     return z
 
   def anomaly_scores(self, params, batch, rng):
-    """The exact negative log-likelihood (bits/dim for images)."""
+    """The exact negative log-likelihood (bits/dim for images; with variational
+    dequantization, its bound)."""
     metrics = self.evaluate(params, batch, rng)
-    key = "bits_per_dim_exact" if self.is_image else "nll_exact"
+    key = ("bits_per_dim_variational_bound" if self.variational else
+           "bits_per_dim_exact" if self.is_image else "nll_exact")
     return {key: metrics[key]}
 
   # --- sampling ----------------------------------------------------------------

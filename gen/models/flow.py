@@ -450,6 +450,46 @@ class InvertibleConv1x1(nn.Module):
     return self.forward(x)
 
 
+class VariationalDequantizer(nn.Module):
+  """q(u | x): dequantization noise u in (0, 1)^D learned per image (Flow++,
+  Ho et al., 2019) in place of uniform noise.
+
+  eps ~ N(0, I) goes through `num_couplings` affine couplings on alternating
+  checkerboard halves, whose scale and shift networks also see features of
+  the 8-bit image x, then a sigmoid: u = sigmoid(g(eps; x)). Returns u and
+  log q(u | x) = log N(eps) - log |det du/deps|. The couplings start as the
+  identity (zero-initialized last layers), so q starts as the logistic-normal
+  sigmoid(eps).
+  """
+
+  num_couplings: int = 4
+  features: int = 32
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, pixels, eps):
+    """pixels: [b, h, w, c] values 0..255 (float); eps: [b, h, w, c] -> (u, log_q [b])."""
+    conv = lambda width, **kwargs: WeightNormConv(width, dtype=self.dtype, **kwargs)
+    context = conv(self.features)(pixels / 127.5 - 1.0)
+    context = conv(self.features)(nn.relu(context))
+    _, height, width, channels = eps.shape
+    z, log_det = eps, jnp.zeros(eps.shape[0], jnp.float32)
+    for index in range(self.num_couplings):
+      mask = jnp.asarray(checkerboard_mask(height, width, index % 2))
+      h = conv(self.features)(jnp.concatenate([z * mask, context], axis=-1))
+      h = conv(self.features)(nn.relu(h))
+      out = conv(2 * channels, zero_init=True)(nn.relu(h)).astype(jnp.float32)
+      raw_log_scale, shift = jnp.split(out, 2, axis=-1)
+      log_scale = jnp.tanh(raw_log_scale) * (1 - mask)
+      z = z * mask + (1 - mask) * (z * jnp.exp(log_scale) + shift * (1 - mask))
+      log_det += jnp.sum(log_scale.reshape(z.shape[0], -1), axis=1)
+    u = nn.sigmoid(z)
+    log_det += jnp.sum((nn.log_sigmoid(z) + nn.log_sigmoid(-z)).reshape(z.shape[0], -1), axis=1)
+    log_normal = jnp.sum((-0.5 * (eps ** 2 + math.log(2.0 * math.pi))).reshape(z.shape[0], -1),
+                         axis=1)
+    return u, log_normal - log_det
+
+
 @register("glow", family="flow")
 class Glow(nn.Module):
   """Glow's multi-scale flow for [h, w, c] images (in logit space, see the family).
@@ -468,10 +508,21 @@ class Glow(nn.Module):
   features: int = 64
   num_res_blocks: int = 1
   activation: str = "relu"
+  # "uniform": the data's own U[0, 1) noise; "variational": q(u | x) learned
+  # with the flow (VariationalDequantizer), and the bound is over it.
+  dequantization: str = "uniform"
+  dequantizer_couplings: int = 4
+  dequantizer_features: int = 32
   dtype: Any = jnp.float32
 
   def setup(self):
     check_scales(self.data_shape, self.num_scales)
+    if self.dequantization not in ("uniform", "variational"):
+      raise ValueError(f"config.model.dequantization={self.dequantization!r}: valid are "
+                       f"'uniform' and 'variational'")
+    if self.dequantization == "variational":
+      self.dequantizer = VariationalDequantizer(self.dequantizer_couplings,
+                                                self.dequantizer_features, self.dtype)
     if self.steps_per_scale < 1:
       raise ValueError(f"config.model.steps_per_scale={self.steps_per_scale} must be >= 1")
     channels = self.data_shape[-1]
@@ -525,6 +576,10 @@ class Glow(nn.Module):
           x = layer.inverse(x)
       x = unsqueeze(x)
     return x
+
+  def dequantize(self, pixels, eps):
+    """(u, log q(u | x)) of the variational dequantizer."""
+    return self.dequantizer(pixels, eps)
 
   def __call__(self, x):
     return self.forward(x)
