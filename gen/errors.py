@@ -12,3 +12,8 @@ class UserError(Exception):
 
 class ConfigError(UserError, ValueError):
   """A config value or key that cannot work."""
+
+
+class EvaluationStopped(Exception):
+  """A signal asked the run to stop while it evaluated or drew samples; the
+  evaluation ended at the next batch (the checkpoint was already saved)."""

@@ -27,6 +27,7 @@ from absl import logging
 from gen import config as config_lib
 from gen import data as data_lib
 from gen import families, platform
+from gen.errors import EvaluationStopped
 from gen.evaluate import fidelity, plots
 from gen.families import classifier as classifier_lib
 from gen.families import latent
@@ -104,7 +105,7 @@ def _save_pictures(visualize, params, dataset, config, workdir, step, mesh,
         plots.save_scatter(path, value, title=f"{name}, step {step}")
 
 
-def _sample_quality(family, params, dataset, config) -> dict:
+def _sample_quality(family, params, dataset, config, stop=None) -> dict:
   """Sample-quality figures of the family's sampler in the dataset classifier's
   features; {"skipped": why} when there is no classifier yet."""
   if not config.eval.fid_samples or dataset.info.kind != "image":
@@ -118,7 +119,7 @@ def _sample_quality(family, params, dataset, config) -> dict:
     return {"skipped": why}
   sample_fn, sampler_params = sampler
   quality = fidelity.sample_quality(sample_fn, sharding.single_device(sampler_params), dataset,
-                                    config, classifier, family.to_pixels)
+                                    config, classifier, family.to_pixels, stop=stop)
   if hasattr(family, "reconstructor") and quality and "skipped" not in quality:
     quality["reconstruction"] = fidelity.reconstruction_quality(
         family.reconstructor(sharding.single_device(params)), dataset, config, classifier,
@@ -183,7 +184,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   # Process 0 holds the lock for the job; the others write nothing of their own.
   lock = workdir_lib.WorkdirLock(workdir) if jax.process_index() == 0 else contextlib.nullcontext()
   with lock:
-    return _train_and_evaluate(config, workdir, devices, chosen)
+    try:
+      return _train_and_evaluate(config, workdir, devices, chosen)
+    except Exception as error:  # noqa: BLE001 - a full disk becomes one line, others rise
+      if workdir_lib.disk_full(error):
+        raise workdir_lib.disk_full_error(workdir) from None
+      raise
 
 
 def _train_and_evaluate(config, workdir: str, devices, auto_settings: dict) -> dict[str, Any]:
@@ -247,6 +253,7 @@ def _train_and_evaluate(config, workdir: str, devices, auto_settings: dict) -> d
   window_start, window_step = time.time(), start_step
   train_seconds, first_call_seconds = 0.0, 0.0
   with _Interruption() as interruption, contextlib.closing(writer):
+    stop_requested = lambda: interruption.requested is not None
     for step, batch in data_lib.pipeline.prefetch(batches(), config.data.prefetch):
       call_start = time.time()
       skipped_before = int(state.skipped_updates)
@@ -292,14 +299,18 @@ def _train_and_evaluate(config, workdir: str, devices, auto_settings: dict) -> d
 
       evaluated_now = False
       if new_step % config.train.eval_every == 0 or new_step == num_steps:
-        val_metrics = evaluate_split(eval_fn, state.eval_params(), dataset, "val",
-                                     config.eval.batch_size, mesh)
-        writer.write(new_step, "val", val_metrics)
-        logging.info("step %d val: %s", new_step, _format_metrics(val_metrics))
-        _save_pictures(visualize, state.eval_params(), dataset, config, workdir, new_step,
-                       mesh, write=main)
-        save_curves()
-        evaluated_now = True
+        try:
+          val_metrics = evaluate_split(eval_fn, state.eval_params(), dataset, "val",
+                                       config.eval.batch_size, mesh, stop=stop_requested)
+        except EvaluationStopped as stopped:
+          logging.warning("%s; the checkpoint is saved unevaluated", stopped)
+        else:
+          writer.write(new_step, "val", val_metrics)
+          logging.info("step %d val: %s", new_step, _format_metrics(val_metrics))
+          _save_pictures(visualize, state.eval_params(), dataset, config, workdir, new_step,
+                         mesh, write=main)
+          save_curves()
+          evaluated_now = True
 
       if (new_step % config.checkpoint.every_steps == 0 or new_step == num_steps
           or interruption.requested):
@@ -317,11 +328,18 @@ def _train_and_evaluate(config, workdir: str, devices, auto_settings: dict) -> d
       return {"step": int(state.step), "preempted": True}
 
     final_step = int(state.step)
-    if not val_metrics:  # a finished run started again: evaluate what it has
-      val_metrics = evaluate_split(eval_fn, state.eval_params(), dataset, "val",
-                                   config.eval.batch_size, mesh)
-    test_metrics = evaluate_split(final_eval_fn, state.eval_params(),
-                                  dataset, "test", config.eval.batch_size, mesh)
+    try:
+      if not val_metrics:  # a finished run started again: evaluate what it has
+        val_metrics = evaluate_split(eval_fn, state.eval_params(), dataset, "val",
+                                     config.eval.batch_size, mesh, stop=stop_requested)
+      test_metrics = evaluate_split(final_eval_fn, state.eval_params(), dataset, "test",
+                                    config.eval.batch_size, mesh, stop=stop_requested)
+    except EvaluationStopped as stopped:
+      checkpoints.close()
+      logging.warning("%s on %s; the checkpoint of step %d is saved in %s: run the same "
+                      "command again to evaluate it", stopped, interruption.requested,
+                      final_step, checkpoints.describe_latest())
+      return {"step": final_step, "preempted": True}
     writer.write(final_step, "test", test_metrics)
     logging.info("test: %s", _format_metrics(test_metrics))
     report = {}
@@ -330,7 +348,14 @@ def _train_and_evaluate(config, workdir: str, devices, auto_settings: dict) -> d
       # devices, from its copy of the (replicated) parameters.
       params = sharding.to_host(state.eval_params())
       report = family.report(params, dataset, sharding.local_mesh(), workdir, final_step)
-      quality = _sample_quality(family, params, dataset, config)
+      try:
+        quality = _sample_quality(family, params, dataset, config, stop_requested)
+      except EvaluationStopped as stopped:
+        checkpoints.close()
+        logging.warning("%s on %s; run the same command again to measure them (the "
+                        "checkpoint of step %d is saved)", stopped, interruption.requested,
+                        final_step)
+        return {"step": final_step, "preempted": True}
       if quality:
         report["sample_quality"] = quality
   save_curves()

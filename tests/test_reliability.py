@@ -148,3 +148,78 @@ def test_an_unwritable_workdir_is_one_line_before_anything_is_built(tmp_path):
   assert lines[-1].startswith("error: --workdir=/proc/gen-test-workdir: cannot create or "
                               "write to it")
   assert "Traceback" not in result.stderr and "data digits" not in result.stderr
+
+
+def test_a_signal_during_the_final_evaluation_stops_it_at_the_next_batch(tmp_path,
+                                                                         monkeypatch):
+  """SIGTERM while the test split is evaluated: the run stops at the next batch
+  (its final checkpoint is already saved), writes no results, and the same
+  command evaluates it and ends as an uninterrupted run does."""
+  import jax
+  from gen import data as data_lib
+  from gen import families
+  from gen.errors import EvaluationStopped
+  from gen.train import sharding, steps
+  config = autoencoder.get_config("digits")
+  config.train.num_steps = 20
+  config.eval.batch_size = 48  # 8 batches of the 360 test images; 8 devices divide it
+  config.eval.num_images = 0
+  straight = loop.train_and_evaluate(config, str(tmp_path / "straight"))
+  real = steps.evaluate_split
+
+  def signalled(eval_fn, params, dataset, split, batch_size, mesh, stop=None):
+    if split == "test":
+      os.kill(os.getpid(), signal.SIGTERM)  # the handler only sets a flag
+    return real(eval_fn, params, dataset, split, batch_size, mesh, stop)
+
+  monkeypatch.setattr(loop, "evaluate_split", signalled)
+  workdir = tmp_path / "signalled"
+  stopped = loop.train_and_evaluate(config, str(workdir))
+  assert stopped == {"step": 20, "preempted": True}
+  assert not (workdir / "results.json").exists()
+  monkeypatch.setattr(loop, "evaluate_split", real)
+  again = loop.train_and_evaluate(config, str(workdir))
+  assert again["test"] == straight["test"]
+  # A stop asked after two batches ends the split there.
+  dataset = data_lib.load(config)
+  family = families.make(config, dataset.info)
+  mesh = sharding.make_mesh(jax.devices()[:1])
+  params = jax.jit(family.init_params)(jax.random.PRNGKey(0))
+  answers = iter([False, False, True])
+  with pytest.raises(EvaluationStopped, match="after 2 of 8 batches"):
+    steps.evaluate_split(steps.make_eval_fn(family, mesh), params, dataset, "test", 48, mesh,
+                         stop=lambda: next(answers))
+
+
+def test_a_full_disk_ends_the_run_in_one_line_and_a_copy_with_room_resumes(tmp_path):
+  """A workdir on a 200 KiB tmpfs: the second checkpoint does not fit. The run
+  ends with one line naming the workdir, the disk and the last good
+  checkpoint, leaves no half-written checkpoint, and the workdir copied to a
+  disk with room resumes from it and finishes."""
+  import shutil
+  import subprocess
+  if os.geteuid() != 0 or shutil.which("mount") is None:
+    pytest.skip("mounting a small tmpfs needs root")
+  disk = tmp_path / "tiny"
+  disk.mkdir()
+  mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=200k", "tmpfs", str(disk)],
+                           capture_output=True, text=True)
+  if mounted.returncode:
+    pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
+  try:
+    steps = ("--config.train.num_steps=400", "--config.checkpoint.every_steps=50",
+             "--config.eval.num_images=0")
+    full = run_main("configs/autoencoder.py:digits", str(disk / "run"), *steps)
+    assert full.returncode != 0
+    lines = [line for line in full.stderr.splitlines() if not line.startswith(("I1", "W1"))]
+    assert len(lines) == 1, full.stderr[-3000:]
+    assert lines[0].startswith(f"error: the disk holding {disk / 'run'} is full ({disk}: ")
+    assert "the last good checkpoint is step 50" in lines[0]
+    assert sorted(os.listdir(disk / "run" / "checkpoints")) == ["50"]
+    shutil.copytree(disk / "run", tmp_path / "roomy")
+  finally:
+    subprocess.run(["umount", str(disk)], check=False)
+  resumed = run_main("configs/autoencoder.py:digits", str(tmp_path / "roomy"), *steps)
+  assert resumed.returncode == 0, resumed.stderr[-2000:]
+  assert "resumed from" in resumed.stderr
+  assert json.loads((tmp_path / "roomy" / "results.json").read_text())["step"] == 400

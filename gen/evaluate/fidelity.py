@@ -29,6 +29,7 @@ FID through the same code.
 
 from __future__ import annotations
 
+import time
 from typing import Callable
 
 import jax
@@ -37,6 +38,10 @@ import numpy as np
 from absl import logging
 
 from gen.data.preprocess import to_pixels as unit_to_pixels
+from gen.errors import EvaluationStopped
+
+# Sampling logs its progress at most this often.
+PROGRESS_SECONDS = 10.0
 
 
 # --- the distances -------------------------------------------------------------
@@ -145,16 +150,24 @@ def total_variation(p, q) -> float:
 
 # --- samples and real images ---------------------------------------------------
 def draw_samples(sample_fn: Callable, params, num: int, chunk: int, seed: int,
-                 to_pixels: Callable = unit_to_pixels) -> tuple[np.ndarray, int]:
+                 to_pixels: Callable = unit_to_pixels,
+                 stop: Callable | None = None) -> tuple[np.ndarray, int]:
   """`num` samples of sample_fn(params, rng, count) -> [count, ...] in [0, 1],
   `chunk` at a time, turned into 8-bit pixels by `to_pixels` (the inverse of
   the family's preprocessing). Returns the pixels and how many samples were
-  not finite.
+  not finite. Logs its progress every PROGRESS_SECONDS; raises
+  EvaluationStopped at the next chunk once `stop()` is true (a signal).
   """
   sample = jax.jit(sample_fn, static_argnums=2)
   base = jax.random.PRNGKey(seed)
   pixels, nonfinite = [], 0
+  start_time = last_log = time.time()
   for index, start in enumerate(range(0, num, chunk)):
+    if stop is not None and stop():
+      raise EvaluationStopped(f"sampling stopped after {start} of {num} samples")
+    if time.time() - last_log > PROGRESS_SECONDS:
+      last_log = time.time()
+      logging.info("sampling: %d/%d, %.0f s", start, num, last_log - start_time)
     # Every chunk has one shape (one compiled sampler); the last is cut.
     images = np.asarray(jax.device_get(sample(params, jax.random.fold_in(base, index), chunk)))
     images = images[:num - start]
@@ -243,7 +256,8 @@ def reconstruction_quality(reconstruct_fn: Callable, dataset, config, classifier
 
 
 def sample_quality(sample_fn: Callable, params, dataset, config: ml_collections.ConfigDict,
-                   classifier, to_pixels: Callable = unit_to_pixels) -> dict:
+                   classifier, to_pixels: Callable = unit_to_pixels,
+                   stop: Callable | None = None) -> dict:
   """The sample-quality report of a run (see the module docstring).
 
   sample_fn(params, rng, count) -> [count, *shape] images in [0, 1]; `params`
@@ -264,7 +278,7 @@ def sample_quality(sample_fn: Callable, params, dataset, config: ml_collections.
   val_rows, train_rows = rows
   num = len(val_rows)
   samples, nonfinite = draw_samples(sample_fn, params, num, min(config.eval.batch_size, num),
-                                    config.seed, to_pixels)
+                                    config.seed, to_pixels, stop)
   test, test_labels = _real_pixels(dataset.test_source, dataset.test_rows)
   val, _ = _real_pixels(dataset.train_source, val_rows)
   train, _ = _real_pixels(dataset.train_source, train_rows)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import errno
 import math
 import os
 import shutil
@@ -39,7 +40,16 @@ class _QuietOrbax(logging.Filter):
       return True
     if record.levelno <= logging.INFO:
       return False
-    return not any(text in record.getMessage() for text in _EXPECTED_ORBAX_WARNINGS)
+    message = record.getMessage()
+    # A full disk: the loop ends with one line that says so (workdir.disk_full_error).
+    if "No space left on device" in message:
+      return False
+    return not any(text in message for text in _EXPECTED_ORBAX_WARNINGS)
+
+
+# Room a checkpoint must leave on its disk beyond its own size (metrics,
+# pictures and orbax's metadata are written too).
+_ROOM_MARGIN_BYTES = 64 * 1024
 
 
 class NonFiniteCheckpointError(FloatingPointError):
@@ -137,7 +147,26 @@ class Checkpointer:
         metrics = None  # ranked only when it has the metric it is ranked by
     if step in self.manager.all_steps():
       return
+    self._check_room(state)
     self.manager.save(step, args=ocp.args.StandardSave(state), metrics=metrics)
+
+  def _check_room(self, state: Any) -> None:
+    """Raises ENOSPC before writing a checkpoint the disk has no room for: the
+    size of the newest one on disk (else the state's raw bytes), with a
+    margin. A save that fails part-way leaves a half-written folder and pages
+    of orbax and tensorstore errors; this leaves neither."""
+    steps = self.manager.all_steps()
+    if steps:
+      newest = os.path.join(self.directory, str(max(steps)))
+      need = sum(os.path.getsize(os.path.join(folder, name))
+                 for folder, _, names in os.walk(newest) for name in names)
+    else:
+      need = sum(getattr(leaf, "nbytes", 0) for leaf in jax.tree_util.tree_leaves(state))
+    need = int(need * 1.2) + _ROOM_MARGIN_BYTES
+    free = shutil.disk_usage(self.directory).free
+    if free < need:
+      raise OSError(errno.ENOSPC, f"No space left on device: {free} bytes free in "
+                    f"{self.directory}, a checkpoint needs about {need}")
 
   def restore(self, target: Any, step: int | None = None) -> Any:
     """Restores `step` (default: newest) into the structure and shardings of `target`."""

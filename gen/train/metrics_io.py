@@ -46,9 +46,27 @@ class MetricWriter:
         self._tensorboard.add_scalar(f"{split}/{key}", float(value), int(step))
 
   def close(self) -> None:
-    self._file.close()
-    if self._tensorboard is not None:
-      self._tensorboard.close()
+    try:
+      self._file.close()
+    finally:
+      if self._tensorboard is not None:
+        try:
+          self._tensorboard.close()
+        except OSError:
+          _abandon(self._tensorboard)
+          raise
+
+
+def _abandon(tensorboard) -> None:
+  """Stops a SummaryWriter that could not flush (a full disk): its worker
+  thread and its exit hook would otherwise each print the same error again."""
+  for writer in getattr(tensorboard, "all_writers", {}).values():
+    events = getattr(writer, "event_writer", None)
+    if events is None or getattr(events, "_closed", True):
+      continue
+    if getattr(events, "_worker", None) is not None:
+      events._worker.stop()
+    events._closed = True
 
 
 def read_metrics(path: str) -> list[dict]:

@@ -6,12 +6,16 @@ and returns a jitted function; gen.loop strings them together.
 
 from __future__ import annotations
 
+import time
+from typing import Callable
+
 import jax
 import jax.numpy as jnp
 import ml_collections
 from absl import logging
 
 from gen import platform
+from gen.errors import EvaluationStopped
 from gen.train import sharding
 from gen.train.state import TrainState
 
@@ -26,7 +30,7 @@ def make_train_fn(family, tx, mesh, unroll: int = 10):
   Up to `unroll` steps are laid out one after another in the program; more
   run in a while loop (lax.scan) whose body holds `unroll` steps. XLA:CPU
   runs convolutions inside a while loop about 2.5x slower
-  (experiments/benchmark.py), but compile time and memory grow with the
+  (experiments/benchmarks/benchmark.py), but compile time and memory grow with the
   steps laid out. A single step never needs the loop.
   """
 
@@ -103,19 +107,35 @@ def make_eval_fn(family, mesh, final: bool = False):
                  compiler_options=_compiler_options(family))
 
 
-def evaluate_split(eval_fn, params, dataset, split: str, batch_size: int, mesh) -> dict:
+# An evaluation logs its progress at most this often (and not at all when
+# it ends sooner).
+PROGRESS_SECONDS = 10.0
+
+
+def evaluate_split(eval_fn, params, dataset, split: str, batch_size: int, mesh,
+                   stop: Callable[[], bool] | None = None) -> dict:
   """Mean of each per-example metric over every example of `split`.
 
   A non-finite value makes its mean non-finite (inf, or nan for inf - inf
   or a nan): the honest figure for a model that fails on some examples.
-  `nonfinite/<metric>` says how many examples did, when any did.
+  `nonfinite/<metric>` says how many examples did, when any did. Progress is
+  logged every PROGRESS_SECONDS; when `stop()` turns true (a signal), the
+  evaluation ends at the next batch with EvaluationStopped.
   """
   totals: dict[str, float] = {}
   part = sharding.process_rows(mesh, batch_size)
-  for batch in dataset.eval_batches(split, batch_size, part):
+  total = -(-dataset.num_examples(split) // batch_size)
+  start = last_log = time.time()
+  for index, batch in enumerate(dataset.eval_batches(split, batch_size, part)):
+    if stop is not None and stop():
+      raise EvaluationStopped(f"{split} evaluation stopped after {index} of {total} batches")
     sums = sharding.to_host(eval_fn(params, sharding.put_batch(batch, mesh)))
     for key, value in sums.items():
       totals[key] = totals.get(key, 0.0) + float(value)
+    if time.time() - last_log > PROGRESS_SECONDS and index + 1 < total:
+      last_log = time.time()
+      logging.info("evaluating %s: %d/%d batches, %.0f s", split, index + 1, total,
+                   last_log - start)
   count = totals.pop("count")
   metrics = {}
   for key, value in totals.items():

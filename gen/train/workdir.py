@@ -157,3 +157,47 @@ def _diff(old, new, prefix="config"):
       yield from _diff(a, b, f"{prefix}.{key}")
     elif a != b:
       yield f"{prefix}.{key}", a, b
+
+
+# --- a full disk ------------------------------------------------------------------
+# What orbax names a checkpoint it has not finished writing.
+_UNFINISHED_CHECKPOINT = ".orbax-checkpoint-tmp"
+
+
+def disk_full(error: BaseException) -> bool:
+  """Whether `error`, or an error it was raised from or during, is a full disk
+  (ENOSPC; orbax and tensorstore pass it on as text)."""
+  seen = set()
+  while error is not None and id(error) not in seen:
+    seen.add(id(error))
+    if isinstance(error, OSError) and error.errno == errno.ENOSPC:
+      return True
+    if "No space left on device" in str(error):
+      return True
+    error = error.__cause__ or error.__context__
+  return False
+
+
+def disk_full_error(workdir: str) -> UserError:
+  """The one line a run ends with when its disk fills; removes the checkpoint
+  that was being written (the ones before it are intact)."""
+  import shutil
+  folder = os.path.join(workdir, "checkpoints")
+  steps, removed = [], False
+  if os.path.isdir(folder):
+    for name in os.listdir(folder):
+      if _UNFINISHED_CHECKPOINT in name:
+        shutil.rmtree(os.path.join(folder, name), ignore_errors=True)
+        removed = True
+      elif name.isdigit():
+        steps.append(int(name))
+  mount = os.path.abspath(workdir)
+  while not os.path.ismount(mount):
+    mount = os.path.dirname(mount)
+  free = shutil.disk_usage(workdir).free
+  last = (f"the last good checkpoint is step {max(steps)} in {folder}" if steps
+          else "no checkpoint was written")
+  half = ", and the half-written one was removed" if removed else ""
+  return UserError(f"the disk holding {workdir} is full ({mount}: {free // 1024} KiB "
+                   f"free); the run stopped, {last}{half}. Free space (or copy the "
+                   f"workdir to a disk with room) and run the same command to resume")
