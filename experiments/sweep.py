@@ -9,6 +9,15 @@ in its own process and workdir (<workdir>/<run name>), so a killed sweep
 resumes every unfinished run from its last checkpoint; a run with
 results.json is finished and is not run again. Writes <workdir>/results.md,
 results.csv and val_curves.png.
+
+  # the same grid as one Slurm job array, one task per run (experiments/slurm.py)
+  python experiments/sweep.py --sweep=configs/sweeps/seed_autoencoder.py \
+      --workdir=runs/seed_autoencoder --launcher=slurm --slurm_partition=cpu \
+      --slurm_time=02:00:00 --slurm_cpus_per_task=8
+
+With --launcher=slurm the unfinished runs are submitted as one array and the
+sweep waits for it (sbatch --wait) before writing the same table; a task that
+reaches its time limit or is preempted saves a checkpoint and requeues itself.
 """
 
 import csv
@@ -23,6 +32,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from absl import app, flags, logging  # noqa: E402
 
 import runlib  # noqa: E402
+from gen.errors import UserError  # noqa: E402
 from gen.train import metrics_io  # noqa: E402
 
 _SWEEP = flags.DEFINE_string("sweep", None, "Sweep file (see configs/sweeps/).")
@@ -31,6 +41,20 @@ _PARALLEL = flags.DEFINE_integer("parallel", 1, "Runs at once.")
 _SET = flags.DEFINE_multi_string("set", [], "Extra override for every run, KEY=VALUE "
                                  "(e.g. --set=train.num_steps=200); wins over the file.")
 _ONLY = flags.DEFINE_list("only", [], "Run only these run names.")
+_LAUNCHER = flags.DEFINE_enum("launcher", "local", ["local", "slurm"],
+                              "local: subprocesses here, --parallel at once; slurm: one "
+                              "Slurm job array (experiments/slurm.py).")
+_PARTITION = flags.DEFINE_string("slurm_partition", "", "Partition ('' = Slurm's default).")
+_TIME = flags.DEFINE_string("slurm_time", "01:00:00", "Time limit of each task.")
+_CPUS = flags.DEFINE_integer("slurm_cpus_per_task", 2, "CPUs of each task.")
+_GPUS = flags.DEFINE_integer("slurm_gpus_per_task", 0, "GPUs of each task.")
+_TASKS = flags.DEFINE_integer("slurm_tasks_per_run", 1, "Processes of one run: srun starts "
+                              "them as one JAX job (gen.launch reads Slurm's environment).")
+_ARRAY = flags.DEFINE_integer("slurm_array_parallelism", 0, "Tasks at once (0 = no limit).")
+_SIGNAL = flags.DEFINE_integer("slurm_signal_seconds", 120, "SIGTERM this many seconds "
+                               "before the time limit: the run checkpoints and requeues.")
+_EXTRA = flags.DEFINE_multi_string("slurm_option", [], "More sbatch options, e.g. "
+                                   "--slurm_option=--account=lab.")
 flags.mark_flags_as_required(["sweep", "workdir"])
 
 
@@ -44,6 +68,38 @@ def load_sweep(path: str):
     if not hasattr(module, name):
       raise ValueError(f"--sweep={path} must define {name}")
   return module
+
+
+def check_run_names(runs: dict) -> None:
+  """Each run needs a folder of its own: one line naming the runs that would share one."""
+  folders: dict[str, str] = {}
+  for name in runs:
+    folder = os.path.normcase(os.path.normpath(name))
+    if os.path.isabs(name) or folder.startswith("..") or folder in (".", ""):
+      raise ValueError(f"run name {name!r}: must be a folder inside --workdir")
+    if folder in folders:
+      raise ValueError(f"runs {folders[folder]!r} and {name!r} would share the workdir "
+                       f"{os.path.join(_WORKDIR.value, folder)}; rename one")
+    folders[folder] = name
+
+
+def launch_on_slurm(todo: list[tuple[str, list[str], str]]) -> list[str]:
+  """The unfinished runs as one Slurm array; waits for it; returns the failed names."""
+  import slurm
+  if not todo:
+    return []
+  options = slurm.SlurmOptions(
+      partition=_PARTITION.value, time=_TIME.value, cpus_per_task=_CPUS.value,
+      gpus_per_task=_GPUS.value, tasks_per_run=_TASKS.value,
+      array_parallelism=_ARRAY.value, signal_seconds=_SIGNAL.value,
+      extra=tuple(_EXTRA.value))
+  folder = os.path.join(_WORKDIR.value, "slurm")
+  name = "gen-" + os.path.basename(os.path.abspath(_WORKDIR.value))
+  logging.info("submitting %d runs as a Slurm array (%s)", len(todo), folder)
+  result = slurm.submit(todo, options, folder, name)
+  logging.info("Slurm array %s ended (sbatch exit %d)", result.stdout.strip(),
+               result.returncode)
+  return [name for name, _, run_dir in todo if not runlib.is_finished(run_dir)]
 
 
 def _parse_set(items: list[str]) -> dict[str, str]:
@@ -118,6 +174,14 @@ def _plot_curves(workdir: str, names: list[str]) -> None:
 
 def main(argv):
   del argv
+  try:
+    sweep_main()
+  except (ValueError, FileNotFoundError, UserError) as error:
+    # Bad input: one line that names the flag, file or run at fault.
+    raise SystemExit(f"error: {error}") from None
+
+
+def sweep_main():
   sweep = load_sweep(_SWEEP.value)
   runs = sweep.get_runs()
   if _ONLY.value:
@@ -126,6 +190,7 @@ def main(argv):
       raise ValueError(f"--only names unknown runs {unknown}; valid: {sorted(runs)}")
     runs = {name: runs[name] for name in _ONLY.value}
   extra = _parse_set(_SET.value)
+  check_run_names(runs)
   os.makedirs(_WORKDIR.value, exist_ok=True)
   todo = []
   for name, overrides in runs.items():
@@ -136,10 +201,13 @@ def main(argv):
     command = runlib.run_command(sweep.BASE_CONFIG, run_dir,
                                  {**sweep.COMMON, **overrides, **extra})
     todo.append((name, command, run_dir))
-  failed = runlib.launch_all(
-      todo, _PARALLEL.value,
-      lambda name, code, seconds: logging.info(
-          "%s: %s in %.0f s", name, "done" if code == 0 else f"FAILED ({code})", seconds))
+  if _LAUNCHER.value == "slurm":
+    failed = launch_on_slurm(todo)
+  else:
+    failed = runlib.launch_all(
+        todo, _PARALLEL.value,
+        lambda name, code, seconds: logging.info(
+            "%s: %s in %.0f s", name, "done" if code == 0 else f"FAILED ({code})", seconds))
   ranked = write_report(_WORKDIR.value, runs)
   logging.info("%d/%d runs finished; table: %s", len(ranked), len(runs),
                os.path.join(_WORKDIR.value, "results.md"))
