@@ -18,7 +18,7 @@ Variants:
   :digits    8x8 digits, seconds; the tests run it
   :gpu       accelerator-sized: generator (256, 128), discriminator (128, 256),
              batch 256; not yet measured on an accelerator (experiments/device_suite.py;
-             its PyTorch twin is experiments/torch_twins.py's dcgan_gpu)
+             its PyTorch twin is experiments/benchmarks/torch_twins.py's dcgan_gpu)
 """
 
 from configs import default

@@ -39,7 +39,7 @@ float32 (config.train.compute_dtype):
                      ancestral over all T steps when the case has time left)
 Then the DDPM U-Net in bfloat16 at growing batches (until one does not fit in
 memory or the sweep's share of time is spent), and the PyTorch twins of the
-DDPM U-Net and the DCGAN (experiments/torch_twins.py; same networks, same
+DDPM U-Net and the DCGAN (experiments/benchmarks/torch_twins.py; same networks, same
 batch and precision, eager and torch.compile), with JAX / PyTorch beside.
 
 Each case runs in its own process, on one device (jax.devices()[:1]): peak
@@ -446,7 +446,7 @@ def _time_sampler(family, params, dataset, case) -> dict:
 
 
 def run_torch_case(case: dict, result: dict, save) -> None:
-  """Times one PyTorch twin (experiments/torch_twins.py); fills `result`."""
+  """Times one PyTorch twin (experiments/benchmarks/torch_twins.py); fills `result`."""
   try:
     import torch
   except ImportError:
@@ -460,7 +460,7 @@ def run_torch_case(case: dict, result: dict, save) -> None:
     except ImportError:
       result.update(status="not run", reason=f"diffusers is missing: {INSTALL_HINT}")
       return
-  from experiments import torch_twins
+  from experiments.benchmarks import torch_twins
 
   if torch.cuda.is_available():
     device = "cuda"

@@ -24,9 +24,9 @@ AUTO = "auto"
 CPU_XLA_FLAGS = {
     "--xla_cpu_experimental_ynn_fusion_type=": (
         "no YNNPACK library fusions: XLA:CPU's own kernels trained faster, examples/s with "
-        "against without (experiments/twin_benchmark.py --xla_variant=none, 2 interleaved "
-        "rounds, 2-core AMD EPYC): dense autoencoder 158,015 vs 75,160, RealNVP 183 vs 157, "
-        "DDPM 277 vs 224, DCGAN 276 vs 264, conv autoencoder 2,395 vs 2,379"),
+        "against without (experiments/benchmarks/twin_benchmark.py --xla_variant=none, "
+        "2 interleaved rounds, 2-core AMD EPYC): dense autoencoder 158,015 vs 75,160, "
+        "RealNVP 183 vs 157, DDPM 277 vs 224, DCGAN 276 vs 264, conv autoencoder 2,395 vs 2,379"),
 }
 # Installed accelerator plugins: with one, the platform is not known before
 # the backends start, and the CPU flags were measured on a CPU only.
@@ -37,8 +37,8 @@ _added_flags: dict[str, str] = {}
 # With YNNPACK fusions off for the process (CPU_XLA_FLAGS), the models for
 # whose train and evaluation steps some of them measured faster get them back,
 # per compiled step: model name -> (fusion types, why). Measured with
-# experiments/twin_benchmark.py --xla_variant=... (2 interleaved rounds,
-# 2-core AMD EPYC).
+# experiments/benchmarks/twin_benchmark.py --xla_variant=... (2 interleaved
+# rounds, 2-core AMD EPYC).
 _YNN_OPTION = "xla_cpu_experimental_ynn_fusion_type"
 _YNN_DOT, _YNN_CONV = ("LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT",
                        "LIBRARY_FUSION_TYPE_INDIVIDUAL_CONVOLUTION")
@@ -58,8 +58,8 @@ _CONV_TRANSPOSE = {
     "cpu": ("phases",
             "XLA:CPU differentiates flax's input-dilated transposed convolution 10-20x slower "
             "than a plain one; the phase form trained the conv autoencoder at 1,544 against "
-            "374 examples/s (experiments/benchmark.py, jax_conv_scan10 vs jax_conv_dilated; "
-            "README, Benchmark)"),
+            "374 examples/s (experiments/benchmarks/benchmark.py, jax_conv_scan10 vs "
+            "jax_conv_dilated; README, Benchmark)"),
     "other": ("dilated",
               "flax's own lax.conv_transpose, the native form on GPU and TPU; the CPU-tuned "
               "phase form has not been measured on them"),
@@ -68,15 +68,15 @@ _UNROLL = {
     "cpu": (10,
             "XLA:CPU runs convolutions inside a while loop ~3x slower: the conv autoencoder "
             "trained at 506 examples/s with 10 steps per call in a loop, 1,544 unrolled "
-            "(experiments/benchmark.py, jax_conv_scan10_loop vs jax_conv_scan10)"),
+            "(experiments/benchmarks/benchmark.py, jax_conv_scan10_loop vs jax_conv_scan10)"),
     "other": (1, "a rolled loop (compile time does not grow with steps_per_call), the native "
                  "form on GPU and TPU; not measured there"),
 }
 # Models whose CPU step is short enough for dispatch to matter, and what was measured.
 _STEPS_PER_CALL_CPU = {
     "conv_autoencoder": (10, "10 steps per compiled call trained the conv autoencoder at "
-                             "1,565 against 1,143 examples/s for one (experiments/benchmark.py, "
-                             "3 interleaved rounds)"),
+                             "1,565 against 1,143 examples/s for one "
+                             "(experiments/benchmarks/benchmark.py, 3 interleaved rounds)"),
 }
 _STEPS_PER_CALL = {
     "cpu": (1, "one step per call: for this model a step is long enough that dispatch is a "

@@ -165,7 +165,8 @@ def test_tiny_run_reports_every_case(tmp_path):
 
 
 def test_likelihood_benchmark_speed_table_has_flops_and_mfu():
-  command = [sys.executable, os.path.join(ROOT, "experiments", "likelihood_benchmark.py"),
+  command = [sys.executable,
+             os.path.join(ROOT, "experiments", "benchmarks", "likelihood_benchmark.py"),
              "--configs=configs/vae.py:digits", "--steps=2", "--repeats=1", "--samples=4"]
   done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300,
                         env=subprocess_env())

@@ -1,11 +1,11 @@
-"""experiments/op_profile.py sorts a step's ops by kind and pass correctly."""
+"""experiments/benchmarks/op_profile.py sorts a step's ops by kind and pass correctly."""
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from experiments import op_profile
+from experiments.benchmarks import op_profile
 
 
 def _conv_train_step():

@@ -16,7 +16,7 @@ def test_auto_resolves_per_backend_and_names_the_measurement():
   cpu, why_cpu = platform.resolve(config, "cpu")
   assert (cpu.model.conv_transpose_impl, cpu.train.steps_per_call,
           cpu.train.unroll_steps) == ("phases", 10, 10)
-  assert "experiments/benchmark.py" in why_cpu["model.conv_transpose_impl"]["why"]
+  assert "experiments/benchmarks/benchmark.py" in why_cpu["model.conv_transpose_impl"]["why"]
   for backend in ("gpu", "tpu"):
     native, why = platform.resolve(config, backend)
     assert (native.model.conv_transpose_impl, native.train.steps_per_call,

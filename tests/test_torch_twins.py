@@ -1,4 +1,4 @@
-"""The PyTorch twins (experiments/torch_twins.py) are our networks: same parameter
+"""The PyTorch twins (experiments/benchmarks/torch_twins.py) are our networks: same parameter
 counts; the DCGAN, the dense autoencoder, the dense VAE and RealNVP the same
 functions (the VAE's and the flow's losses too); one train step of each runs."""
 
@@ -13,7 +13,7 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("diffusers")
 
 from configs import autoencoder, conv_autoencoder, conv_vae, ddpm, gan, realnvp, vae  # noqa: E402
-from experiments import torch_twins  # noqa: E402
+from experiments.benchmarks import torch_twins  # noqa: E402
 from gen import families  # noqa: E402
 from gen.data import SourceInfo  # noqa: E402
 

@@ -1,4 +1,5 @@
-"""experiments/twin_benchmark.py and op_microbenchmark.py run and print what they promise."""
+"""experiments/benchmarks/twin_benchmark.py and op_microbenchmark.py run and print what they
+promise."""
 
 import os
 import re
@@ -15,7 +16,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def _run(script: str, *args: str) -> str:
   env = subprocess_env()
   env.pop("XLA_FLAGS", None)  # one device, as the benchmark runs
-  done = subprocess.run([sys.executable, os.path.join(ROOT, "experiments", script), *args],
+  script_path = os.path.join(ROOT, "experiments", "benchmarks", script)
+  done = subprocess.run([sys.executable, script_path, *args],
                         env=env, capture_output=True, text=True, cwd=ROOT, timeout=300)
   assert done.returncode == 0, done.stderr[-2000:]
   return done.stdout

@@ -57,7 +57,7 @@ class ConvTranspose(nn.Module):
   outputs to float rounding, so checkpoints move between them; they differ in
   speed. XLA:CPU differentiates the input-dilated convolution that lax uses
   for a transposed convolution ("dilated") 10-20x slower than a plain one
-  (experiments/benchmark.py), so on CPU the default splits the layer instead:
+  (experiments/benchmarks/benchmark.py), so on CPU the default splits the layer instead:
     phases    each of the s*s output phases is a sum over the kernel taps
               that reach it of (shifted input) @ tap; then interleave. Exactly
               the transposed convolution's multiply-adds.
@@ -136,7 +136,7 @@ def sum_rows(x):
   XLA:CPU splits a long reduction into a reduce-window and a short reduce
   (its tree-reduction rewrite), which ran 3x slower than a product with a
   vector of ones for batch-norm statistics over 64x28x28 rows
-  (experiments/op_microbenchmark.py). HIGHEST precision: full float32 on
+  (experiments/benchmarks/op_microbenchmark.py). HIGHEST precision: full float32 on
   accelerators too, whose default float32 matmul rounds to bfloat16.
   """
   ones = jnp.ones(x.shape[-2:-1], x.dtype)

@@ -124,7 +124,8 @@ def evaluate_split(eval_fn, params, dataset, split: str, batch_size: int, mesh,
   """
   totals: dict[str, float] = {}
   part = sharding.process_rows(mesh, batch_size)
-  total = -(-dataset.num_examples(split) // batch_size)
+  count = getattr(dataset, "num_examples", None)
+  total = -(-count(split) // batch_size) if count else "?"
   start = last_log = time.time()
   for index, batch in enumerate(dataset.eval_batches(split, batch_size, part)):
     if stop is not None and stop():
@@ -132,7 +133,7 @@ def evaluate_split(eval_fn, params, dataset, split: str, batch_size: int, mesh,
     sums = sharding.to_host(eval_fn(params, sharding.put_batch(batch, mesh)))
     for key, value in sums.items():
       totals[key] = totals.get(key, 0.0) + float(value)
-    if time.time() - last_log > PROGRESS_SECONDS and index + 1 < total:
+    if time.time() - last_log > PROGRESS_SECONDS:
       last_log = time.time()
       logging.info("evaluating %s: %d/%d batches, %.0f s", split, index + 1, total,
                    last_log - start)

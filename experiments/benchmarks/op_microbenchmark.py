@@ -1,7 +1,7 @@
 """The layers that decide the DDPM and DCGAN steps, alone: XLA:CPU against PyTorch.
 
-  python experiments/op_microbenchmark.py            # every case, ~3 min on 2 cores
-  python experiments/op_microbenchmark.py --cases=conv3x3_64
+  python experiments/benchmarks/op_microbenchmark.py            # every case, ~3 min on 2 cores
+  python experiments/benchmarks/op_microbenchmark.py --cases=conv3x3_64
 
 Each case times forward, and forward + backward (input and parameter
 gradients, against a fixed random cotangent), at batch 64: in JAX as gen runs
@@ -22,7 +22,8 @@ import time
 
 from absl import app, flags
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# The repository root (this file is experiments/benchmarks/op_microbenchmark.py).
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 # name -> (kind, input [b, h, w, c], output channels, what it is)
 CASES = {

@@ -1,12 +1,12 @@
 """Sample-based families side by side: speed measured here, quality from finished runs.
 
   # speed: train examples/s and sampling time per image (DDPM: ancestral and DDIM-50)
-  python experiments/sample_benchmark.py
+  python experiments/benchmarks/sample_benchmark.py
   # quality: sample-quality figures of finished runs (workdirs of experiments/main.py)
-  python experiments/sample_benchmark.py --configs= \
+  python experiments/benchmarks/sample_benchmark.py --configs= \
       --workdirs=runs/gan,runs/ddpm,runs/vae,runs/realnvp,runs/autoencoder
 
-Speed is measured as in experiments/likelihood_benchmark.py (median of timed
+Speed is measured as in experiments/benchmarks/likelihood_benchmark.py (median of timed
 windows after a compiling call; sampling timed on a second compiled call).
 
 Quality: from results.json, "sample_quality" (Frechet distance, KID and
@@ -21,8 +21,10 @@ import json
 import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+# The repository root (this file is experiments/benchmarks/sample_benchmark.py).
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # likelihood_benchmark
+sys.path.insert(0, ROOT)
 
 from absl import app, flags  # noqa: E402
 

@@ -1,10 +1,12 @@
 """Every family's train step against its PyTorch twin, on this machine, in one run.
 
-  pip install -e '.[benchmark]'                      # PyTorch (CPU) and diffusers
-  python experiments/twin_benchmark.py               # all seven, 3 interleaved rounds
-  python experiments/twin_benchmark.py --cases=ddpm,dcgan --profile   # + where the time goes
-  python experiments/twin_benchmark.py --cases=ddpm --baseline=/tmp/old  # A/B against
-                                                     # another checkout of gen (same run)
+  pip install -e '.[benchmark]'                    # PyTorch (CPU) and diffusers
+  python experiments/benchmarks/twin_benchmark.py  # all seven, 3 interleaved rounds
+  python experiments/benchmarks/twin_benchmark.py --cases=ddpm,dcgan --profile
+                                                   # + where the time goes
+  python experiments/benchmarks/twin_benchmark.py --cases=ddpm --baseline=/tmp/old
+                                                   # A/B against another checkout of gen
+                                                   # (same run)
 
 Each side of each case runs in its own process (its own XLA flags, its own
 peak memory), the cases interleaved round by round (ABCABC) so that drift of
@@ -16,13 +18,13 @@ speed: the CPU model, its AVX-512 / AMX flags, threads, library versions.
              defaults with "auto" resolved for this platform (so steps per
              compiled call as gen/platform.py picks), real batches of the
              config's data, already on the device
-  PyTorch    the twin in experiments/torch_twins.py: the same network and
+  PyTorch    the twin in experiments/benchmarks/torch_twins.py: the same network and
              loss, eager, default NCHW layout (diffusers' UNet2DModel for
              DDPM); for the convolutional ones also channels_last, PyTorch's
              fastest CPU layout
   ratio      JAX / PyTorch (default layout); > 1 means gen is faster
   --profile  after the timed windows, each side's step under its profiler,
-             sorted by op kind and pass (experiments/op_profile.py)
+             sorted by op kind and pass (experiments/benchmarks/op_profile.py)
 """
 
 from __future__ import annotations
@@ -36,7 +38,10 @@ import time
 
 from absl import app, flags
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# The repository root (this file is experiments/benchmarks/twin_benchmark.py).
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+# This folder: op_profile.py, torch_twins.py.
+HERE = os.path.dirname(os.path.abspath(__file__))
 
 # name -> (JAX config spec, PyTorch twin, whether a channels_last twin row is run)
 CASES = {
@@ -108,7 +113,7 @@ def _steps_for(seconds_per_step: float, multiple: int = 1) -> int:
 
 def _run_jax(spec: str) -> dict:
   sys.path.insert(0, _CODE_ROOT.value)
-  sys.path.insert(0, os.path.join(ROOT, "experiments"))
+  sys.path.insert(0, os.path.join(ROOT, "experiments"))  # runlib
   import jax
 
   import runlib
@@ -155,7 +160,7 @@ def _run_torch(twin: str, channels_last: bool) -> dict:
   sys.path.insert(0, ROOT)
   import torch
 
-  from experiments import torch_twins
+  from experiments.benchmarks import torch_twins
 
   torch.manual_seed(0)
   step, _, _ = torch_twins.make_train_step(twin, "cpu", channels_last=channels_last)
@@ -326,5 +331,6 @@ def _print_profiles(rows, results) -> None:
 
 
 if __name__ == "__main__":
-  sys.path.insert(0, os.path.join(ROOT, "experiments"))
+  sys.path.insert(0, os.path.join(ROOT, "experiments"))  # runlib
+  sys.path.insert(0, HERE)  # op_profile
   app.run(main)

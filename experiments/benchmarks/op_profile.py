@@ -1,6 +1,6 @@
 """Where a train step's time goes, op by op, in JAX and in PyTorch.
 
-  python experiments/twin_benchmark.py --profile --cases=ddpm,dcgan
+  python experiments/benchmarks/twin_benchmark.py --profile --cases=ddpm,dcgan
 
 JAX: the step runs under jax.profiler; XLA:CPU records one event per thunk
 (a fusion, a convolution, a while loop...) on the thread that ran it. Each

@@ -1,8 +1,8 @@
 """Train-step throughput of the autoencoders, in JAX and in PyTorch on the same machine.
 
-  python experiments/benchmark.py                      # the full table (~10 min on 2 cores)
-  python experiments/benchmark.py --cases=jax_conv,torch_conv
-  python experiments/benchmark.py --per_layer          # where the conv step's time goes
+  python experiments/benchmarks/benchmark.py               # the full table (~10 min on 2 cores)
+  python experiments/benchmarks/benchmark.py --cases=jax_conv,torch_conv
+  python experiments/benchmarks/benchmark.py --per_layer   # where the conv step's time goes
 
 Every case runs in its own process, so that its peak memory is its own and
 XLA flags (read once, at JAX's start) can differ between cases. Each prints:
@@ -33,6 +33,9 @@ import sys
 import time
 
 from absl import app, flags
+
+# The repository root (this file is experiments/benchmarks/benchmark.py).
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 _CASES = flags.DEFINE_list("cases", None, "Cases to run (default: all); see CASES.")
 _STEPS = flags.DEFINE_integer("steps", 100, "Train steps per timed window.")
@@ -236,8 +239,8 @@ def _run_jax_nchw(config, dataset, per_call: int) -> dict:
 
 
 def _torch_model(model: str, config):
-  """The autoencoder's PyTorch twin (experiments/torch_twins.py), sized by `config`."""
-  from experiments import torch_twins
+  """The autoencoder's PyTorch twin (experiments/benchmarks/torch_twins.py), sized by `config`."""
+  from experiments.benchmarks import torch_twins
 
   if model == "dense":
     return torch_twins.DenseAutoencoder(torch_twins.FASHION_MNIST_SHAPE,
@@ -402,7 +405,7 @@ def _describe(name: str) -> str:
 
 def main(argv):
   del argv
-  sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  sys.path.insert(0, ROOT)
   if _CASE.value:
     print(json.dumps(_run_case(_CASE.value)), flush=True)
     return

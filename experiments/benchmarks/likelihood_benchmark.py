@@ -1,10 +1,10 @@
 """Likelihood models side by side: speed measured here, quality from finished runs.
 
   # speed: train examples/s and sampling time per image, each config alone
-  python experiments/likelihood_benchmark.py \
+  python experiments/benchmarks/likelihood_benchmark.py \
       --configs=configs/realnvp.py,configs/vae.py,configs/conv_vae.py,configs/realnvp2d.py
   # quality: the test numbers of finished runs (workdirs of experiments/main.py)
-  python experiments/likelihood_benchmark.py --configs= \
+  python experiments/benchmarks/likelihood_benchmark.py --configs= \
       --workdirs=runs/realnvp,runs/vae,runs/conv_vae,runs/realnvp2d
 
 Speed: `--repeats` windows of `--steps` compiled train steps on real batches
@@ -30,7 +30,9 @@ import statistics
 import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+# The repository root (this file is experiments/benchmarks/likelihood_benchmark.py).
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, ROOT)
 
 import jax  # noqa: E402
 from absl import app, flags  # noqa: E402
@@ -39,7 +41,7 @@ from gen import data as data_lib  # noqa: E402
 from gen import families  # noqa: E402
 from gen.train import compute, sharding, steps  # noqa: E402
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "experiments"))  # runlib
 import runlib  # noqa: E402
 
 _CONFIGS = flags.DEFINE_list("configs", ["configs/realnvp.py", "configs/vae.py",

@@ -1,8 +1,9 @@
 """gen's networks in PyTorch, to time a train step side by side with ours.
 
-  python experiments/torch_twins.py --model=dcgan --device=cpu --steps=10
-  python experiments/torch_twins.py --model=ddpm_ho --device=cuda --dtype=bfloat16 --compile
-  python experiments/torch_twins.py --model=realnvp --device=cuda
+  python experiments/benchmarks/torch_twins.py --model=dcgan --device=cpu --steps=10
+  python experiments/benchmarks/torch_twins.py --model=ddpm_ho --device=cuda \
+      --dtype=bfloat16 --compile
+  python experiments/benchmarks/torch_twins.py --model=realnvp --device=cuda
 
 prints one JSON line: examples/s (median over --repeats windows of --steps
 steps), the first step's seconds (with torch.compile: its compilation), and

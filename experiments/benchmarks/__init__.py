@@ -1,0 +1,1 @@
+"""Speed benchmarks, their PyTorch twins and profilers: see README.md."""
