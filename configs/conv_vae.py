@@ -8,8 +8,9 @@ eval.batch_size=100): test bits/dim ELBO 3.310, importance-weighted K=1000
 3.259 (both bounds; RealNVP's exact figure is 3.298 at
 9,000 steps, 3.192 at 22,000).
 
-Variants as configs/vae.py: binarized, latent2, digits, and gpu (accelerator-sized:
-batch 512, same network; not yet measured on an accelerator, experiments/device_suite.py).
+Variants as configs/vae.py: binarized, latent2, digits, cond, cond_digits, and
+gpu (accelerator-sized: batch 512, same network; not yet measured on an
+accelerator, experiments/device_suite.py).
 """
 
 from configs import default, vae
@@ -30,7 +31,7 @@ def get_config(variant: str = ""):
     raise ValueError("--config=configs/conv_vae.py:toy2d: a convolutional VAE needs "
                      "images; use configs/vae.py:toy2d")
   vae.apply_variant(config, variant, "configs/conv_vae.py")
-  if variant == "digits":
+  if variant.endswith("digits"):
     config.model.channels = (16,)
     config.model.hidden_size = 64
     config.eval.batch_size = 64

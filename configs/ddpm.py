@@ -20,7 +20,7 @@ steps per second (1.1 vs 2.2 steps/s of a bare gradient, 2 shared cores).
 Through experiments/main.py with 2 cores shared with another run it ran
 1.9-2.7 steps/s (120-171 examples/s, from the run's log): 12000 steps in
 ~105 minutes; alone it trains at 214 examples/s
-(experiments/sample_benchmark.py), ~60 minutes. Plus ~40 s per validation
+(experiments/benchmarks/sample_benchmark.py), ~60 minutes. Plus ~40 s per validation
 and ~80 s for the test evaluation (4 noise levels per image).
 End-of-run samples use DDIM with config.eval.sampling_steps = 50 steps
 (config.eval.sampler=ancestral runs all 1000).
@@ -47,7 +47,13 @@ def get_config(variant: str = ""):
   config.model.attention_resolutions = (7,)
   config.model.dropout = 0.1
   config.model.num_groups = 8
+  # Class-conditional when > 0 (configs/flow_matching.py:cond): a class
+  # embedding beside the time embedding.
+  config.model.num_classes = 0
   # Read by the family (gen.families.ddpm), not the module.
+  # The share of labels dropped in training (classifier-free guidance; used
+  # only by a conditional model).
+  config.model.label_dropout = 0.1
   # eps | v | flow_matching (configs/flow_matching.py).
   config.model.objective = "eps"
   config.model.timesteps = 1000

@@ -16,6 +16,9 @@ is the quick variant (8x8 digits, seconds); the tests run it.
 
   :gpu  accelerator-sized: features 128 (4x wider coupling nets), batch 256;
         not yet measured on an accelerator (experiments/device_suite.py).
+  :cond, :cond_digits  class-conditional: a base distribution per class
+        (gen.models.flow.ClassPrior); test bits/dim is log p(x), the mixture
+        over classes, beside log p(x | y) given the true class.
 """
 
 from configs import default
@@ -31,6 +34,8 @@ def get_config(variant: str = ""):
   config.model.features = 32
   config.model.num_res_blocks = 2
   config.model.activation = "relu"
+  # A base distribution per class when > 0 (:cond).
+  config.model.num_classes = 0
   # RealNVP's logit squeeze for 28x28 grey images.
   config.model.logit_alpha = 0.05
   config.train.batch_size = 64
@@ -44,7 +49,9 @@ def get_config(variant: str = ""):
   config.optimizer.grad_clip_norm = 100.0
   config.checkpoint.every_steps = 500
   config.checkpoint.best_metric = "val/bits_per_dim_exact"
-  if variant == "digits":
+  if variant.startswith("cond"):
+    config.model.num_classes = 10
+  if variant.endswith("digits"):
     default.use_quick_digits(config)
     config.model.num_scales = 1
     config.model.num_couplings = 2
@@ -57,7 +64,7 @@ def get_config(variant: str = ""):
     # The width this CPU could not afford (16 examples/s here; README).
     config.model.features = 128
     config.train.batch_size = 256
-  elif variant:
+  elif variant not in ("", "cond"):
     raise ValueError(f"--config=configs/realnvp.py:{variant}: unknown variant; "
-                     f"valid: digits, gpu (or none)")
+                     f"valid: digits, gpu, cond, cond_digits (or none)")
   return config

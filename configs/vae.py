@@ -14,6 +14,9 @@ Variants (--config=configs/vae.py:<variant>):
   toy2d      a ring of 8 Gaussians with a Gaussian decoder; seconds.
   gpu        accelerator-sized: batch 512 (same network and steps, so more
              epochs); not yet measured on an accelerator (experiments/device_suite.py).
+  cond       a conditional VAE: encoder and decoder see the class (one-hot);
+             samples are drawn for the class asked for.
+  cond_digits  the same on 8x8 digits; seconds.
 """
 
 from configs import default
@@ -26,6 +29,8 @@ def get_config(variant: str = ""):
   config.model.hidden_sizes = (512, 256)
   config.model.activation = "relu"
   config.model.decoder = "logistic"
+  # A conditional VAE when > 0: encoder and decoder see the label (:cond).
+  config.model.num_classes = 0
   config.model.beta = 1.0
   config.model.kl_warmup_steps = 2000
   config.data.scale = "symmetric"
@@ -72,6 +77,11 @@ def apply_variant(config, variant: str, path: str):
     config.checkpoint.every_steps = 1000
   elif variant == "gpu":
     config.train.batch_size = 512
+  elif variant in ("cond", "cond_digits"):
+    if variant == "cond_digits":
+      apply_variant(config, "digits", path)
+    config.model.num_classes = 10
   elif variant:
     raise ValueError(f"--config={path}:{variant}: unknown variant; "
-                     f"valid: binarized, latent2, digits, toy2d, gpu (or none)")
+                     f"valid: binarized, latent2, digits, toy2d, gpu, cond, cond_digits "
+                     f"(or none)")

@@ -3,7 +3,8 @@
   python experiments/sample.py --workdir=runs/ddpm --num_samples=1000 --seed=0
   python experiments/sample.py --bundle=bundles/ddpm --num_samples=64 --sampler=heun --steps=20
 
-Writes <out>/samples.npz (key `images`: uint8 [N, H, W, C]) and
+Writes <out>/samples.npz (key `images`: uint8 [N, H, W, C]; for a
+class-conditional model also `labels` [N], the class asked of each image) and
 <out>/samples.png (a grid of the first 64); --out defaults to
 <workdir or bundle>/samples_seed<seed>. Image i is drawn from
 fold_in(PRNGKey(seed), i): the same seed gives the same images whatever
@@ -35,6 +36,11 @@ _SAMPLER = flags.DEFINE_string("sampler", None, "Diffusion and flow matching: "
 _STEPS = flags.DEFINE_integer("steps", None, "Diffusion and flow matching: sampling steps.")
 _TEMPERATURE = flags.DEFINE_float("temperature", 1.0, "Scales the prior's std (flows, VAEs, "
                                   "GANs, diffusion's initial noise).")
+_CLASS = flags.DEFINE_integer("class", None, "A conditional model: every image of this class "
+                              "(default: the classes in turn).")
+_GUIDANCE = flags.DEFINE_float("guidance", None, "A conditional diffusion or flow-matching "
+                               "model: config.eval.guidance_scale (0 = unconditional, 1 = "
+                               "conditional, above 1 = guided).")
 
 
 def overrides() -> dict:
@@ -43,6 +49,8 @@ def overrides() -> dict:
     settings["eval.sampler"] = _SAMPLER.value
   if _STEPS.value is not None:
     settings["eval.sampling_steps"] = _STEPS.value
+  if _GUIDANCE.value is not None:
+    settings["eval.guidance_scale"] = _GUIDANCE.value
   return settings
 
 
@@ -77,21 +85,26 @@ def sample() -> str:
         raise UserError(f"{source}: this model draws no samples")
       import jax
       one, params = sampler
-      fn = jax.vmap(lambda p, key: one(p, key, 1)[0], in_axes=(None, 0))
+      fn = jax.vmap(lambda p, key, label: one(p, key, 1)[0], in_axes=(None, 0, 0))
   if settings and not hasattr(getattr(family, "inner", family), "objective"):
-    raise UserError(f"--sampler/--steps: a {config.model.name} model has no sampler "
-                    f"settings (diffusion and flow matching have)")
-  check = getattr(family, "check_config", None)
-  if check:
-    check()
+    raise UserError(f"--sampler/--steps/--guidance: a {config.model.name} model has no "
+                    f"sampler settings (diffusion and flow matching have)")
+  try:
+    family.check_config()
+  except ValueError as error:  # a setting given here, named by the family
+    raise UserError(str(error)) from None
   out = _OUT.value or os.path.join(source, f"samples_seed{_SEED.value}")
   os.makedirs(out, exist_ok=True)
   start = time.perf_counter()
   report = lambda done, total: logging.info("sampled %d/%d (%.1f s)", done, total,
                                             time.perf_counter() - start)
+  labels = bundle_lib.image_labels(family, _NUM.value, _CLASS.value)
   images = bundle_lib.draw(family, params, _NUM.value, _SEED.value, _TEMPERATURE.value,
-                           _BATCH.value, report, fn)
-  np.savez_compressed(os.path.join(out, "samples.npz"), images=images)
+                           _BATCH.value, report, fn, labels)
+  arrays = {"images": images}
+  if bundle_lib.num_classes(family):
+    arrays["labels"] = labels
+  np.savez_compressed(os.path.join(out, "samples.npz"), **arrays)
   plots.save_image_grid(os.path.join(out, "samples.png"), images[:64], columns=8)
   logging.info("%d images [%s] in %.1f s -> %s (samples.npz, samples.png)", len(images),
                "x".join(map(str, images.shape[1:])), time.perf_counter() - start, out)

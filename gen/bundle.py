@@ -48,24 +48,53 @@ class Bundle:
   step: int
 
   def sample(self, num: int, seed: int = 0, temperature: float = 1.0,
-             batch_size: int = 256, progress: Callable | None = None) -> np.ndarray:
-    return draw(self.family, self.params, num, seed, temperature, batch_size, progress)
+             batch_size: int = 256, progress: Callable | None = None,
+             labels=None) -> np.ndarray:
+    return draw(self.family, self.params, num, seed, temperature, batch_size, progress,
+                labels=labels)
+
+
+def num_classes(family) -> int:
+  """Classes a family's samples can be asked for (0: unconditional)."""
+  return getattr(family, "num_classes", 0) or 0
 
 
 def sample_fn(family, temperature: float = 1.0):
-  """(params, keys [n]) -> n images in [0, 1], image i drawn from keys[i] alone."""
+  """(params, keys [n], labels [n]) -> n images in [0, 1], image i drawn from
+  keys[i] alone (of class labels[i], for a conditional model)."""
   if not hasattr(family, "sample"):
     raise UserError(f"a {type(family).__name__.lower()} model draws no samples of its own "
                     f"(an autoencoder's come from a Gaussian fitted to its train codes: "
                     f"experiments/sample.py --workdir, which has the data)")
-  one = lambda params, key: family.sample(params, key, 1, temperature)[0]
-  return jax.vmap(one, in_axes=(None, 0))
+  if num_classes(family):
+    one = lambda params, key, label: family.sample(params, key, 1, temperature,
+                                                   labels=label[None])[0]
+  else:
+    one = lambda params, key, label: family.sample(params, key, 1, temperature)[0]
+  return jax.vmap(one, in_axes=(None, 0, 0))
+
+
+def image_labels(family, num: int, label: int | None = None) -> np.ndarray:
+  """[num] the class of each image: `label` for all, else the classes in turn;
+  zeros (unused) for an unconditional model."""
+  classes = num_classes(family)
+  if label is not None:
+    if not classes:
+      raise UserError(f"--class={label}: the model is unconditional "
+                      f"(config.model.num_classes=0)")
+    if not 0 <= label < classes:
+      raise UserError(f"--class={label} is out of range: the model has classes "
+                      f"0..{classes - 1}")
+    return np.full(num, label, np.int32)
+  return (np.arange(num) % classes).astype(np.int32) if classes else np.zeros(num, np.int32)
 
 
 def draw(family, params, num: int, seed: int, temperature: float = 1.0, batch_size: int = 256,
-         progress: Callable | None = None, fn: Callable | None = None) -> np.ndarray:
+         progress: Callable | None = None, fn: Callable | None = None,
+         labels=None) -> np.ndarray:
   """`num` uint8 images [num, h, w, c], `batch_size` at a time, each batch split
-  over every local device; image i from fold_in(PRNGKey(seed), i)."""
+  over every local device; image i from fold_in(PRNGKey(seed), i), of class
+  labels[i] for a conditional model (default `image_labels`)."""
   from gen.train import sharding
   devices = jax.local_devices()
   mesh = sharding.make_mesh(devices)
@@ -74,12 +103,14 @@ def draw(family, params, num: int, seed: int, temperature: float = 1.0, batch_si
   sample = jax.jit(fn or sample_fn(family, temperature))
   params = jax.device_put(params, jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec()))
   base = jax.random.PRNGKey(seed)
+  labels = image_labels(family, num) if labels is None else np.asarray(labels, np.int32)
   images = []
   for start in range(0, num, batch_size):
     # One shape for every batch (one compiled sampler): the last is padded.
     indices = np.arange(start, start + batch_size) % max(num, 1)
     keys = jax.vmap(lambda index: jax.random.fold_in(base, index))(jnp.asarray(indices))
-    out = sample(params, jax.device_put(keys, keys_sharding))
+    out = sample(params, jax.device_put(keys, keys_sharding),
+                 jax.device_put(jnp.asarray(labels[indices]), keys_sharding))
     images.append(family.to_pixels(np.asarray(jax.device_get(out)))[:num - start])
     if progress:
       progress(min(num, start + batch_size), num)

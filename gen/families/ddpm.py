@@ -122,7 +122,7 @@ class DDPM(Family):
   """The diffusion family: DDPM's eps, v-prediction and flow matching on one U-Net."""
 
   config_keys = ("timesteps", "noise_schedule", "beta_start", "beta_end", "objective",
-                 "time_sampling", "logit_normal_mean", "logit_normal_std")
+                 "time_sampling", "logit_normal_mean", "logit_normal_std", "label_dropout")
 
   def __init__(self, config, info):
     super().__init__(config, info)
@@ -134,6 +134,20 @@ class DDPM(Family):
   def timesteps(self) -> int:
     """T of a DDPM schedule (0 for flow matching, whose time is continuous)."""
     return 0 if self.path.continuous else self.path.timesteps
+
+  @property
+  def num_classes(self) -> int:
+    """Classes the network is conditioned on (0: unconditional)."""
+    return getattr(self.model, "num_classes", 0)
+
+  @property
+  def guidance_scale(self) -> float:
+    return float(self.config.eval.get("guidance_scale", 1.0))
+
+  def balanced_labels(self, num: int):
+    """[num] class labels 0, 1, ..., C-1, 0, 1, ...: what unlabelled sampling
+    of a conditional model draws (None for an unconditional one)."""
+    return jnp.arange(num, dtype=jnp.int32) % self.num_classes if self.num_classes else None
 
   @property
   def sampler_name(self) -> str:
@@ -149,6 +163,18 @@ class DDPM(Family):
       raise ValueError(f"config.data.scale={data.scale!r}: DDPM noises data in [-1, 1] "
                        f"(the range its N(0, I) end point is scaled for); use "
                        f"scale='symmetric'")
+    classes, scale = self.num_classes, self.guidance_scale
+    if classes and classes > self.info.num_classes:
+      raise ValueError(f"config.model.num_classes={classes}, but {data.name} has "
+                       f"{self.info.num_classes or 'no'} class labels")
+    dropout = self.config.model.get("label_dropout", 0.0)
+    if not 0.0 <= dropout < 1.0:
+      raise ValueError(f"config.model.label_dropout={dropout} must be in [0, 1)")
+    if scale != 1.0 and not classes:
+      raise ValueError(f"config.eval.guidance_scale={scale} guides a class-conditional "
+                       f"model; this one is unconditional (config.model.num_classes=0)")
+    if scale < 0:
+      raise ValueError(f"config.eval.guidance_scale={scale} must be >= 0")
     sampler = self.sampler_name  # raises when unknown or unfit for the objective
     if sampler != "ancestral":
       samplers.make_grid(self.path, evaluation.sampling_steps)  # raises when out of range
@@ -178,38 +204,77 @@ class DDPM(Family):
     dummy = jnp.zeros((1, *self.info.shape), jnp.float32)
     return self.model.init(rng, dummy, jnp.zeros((1,), jnp.int32), train=False)["params"]
 
-  def network(self, params, train: bool = False, dropout_rng=None):
+  def network(self, params, train: bool = False, dropout_rng=None, labels=None,
+              guidance: float = 1.0):
     """The U-Net as network(x [b, h, w, c], t [b] path times) -> its raw output
-    (noise, v or velocity, by config.model.objective)."""
-    rngs = {"dropout": dropout_rng} if train else {}
-    return lambda x, t: self.apply_model({"params": params}, x, self.path.network_time(t),
-                                         train=train, rngs=rngs)
+    (noise, v or velocity, by config.model.objective).
 
-  def denoiser(self, params):
+    A conditional model sees `labels` ([b]; None = no class). With guidance
+    s != 1 (classifier-free guidance, Ho and Salimans, 2022) the output is
+    unconditional + s * (conditional - unconditional), both halves in one
+    call; s = 0 and s = 1 evaluate only the unconditional or the conditional
+    network, so they are exactly those models. The combination is linear in
+    the raw output, so it is the same guidance for eps, v and velocity."""
+    rngs = {"dropout": dropout_rng} if train else {}
+    kwargs = {"labels": labels} if labels is not None else {}
+
+    def apply(x, t, **labelled):
+      return self.apply_model({"params": params}, x, self.path.network_time(t), train=train,
+                              rngs=rngs, **labelled)
+
+    if labels is None or guidance == 1.0:
+      return lambda x, t: apply(x, t, **kwargs)
+    if guidance == 0.0:
+      return lambda x, t: apply(x, t)
+    unconditional = jnp.full_like(labels, self.num_classes)
+
+    def guided(x, t):
+      both = apply(jnp.concatenate([x, x]), jnp.concatenate([t, t]),
+                   labels=jnp.concatenate([labels, unconditional]))
+      conditional, plain = jnp.split(both, 2)
+      return plain + guidance * (conditional - plain)
+    return guided
+
+  def denoiser(self, params, labels=None, guidance: float = 1.0):
     """denoise(x, t) -> (x0_hat, eps_hat): what the samplers of any objective call."""
-    network = self.network(params)
+    network = self.network(params, labels=labels, guidance=guidance)
     return lambda x, t: paths.predictions(self.objective, network(x, t), x,
                                           *self.path.coefficients(t))
 
-  def eps_fn(self, params, train: bool = False, dropout_rng=None):
+  def eps_fn(self, params, train: bool = False, dropout_rng=None, labels=None,
+             guidance: float = 1.0):
     """eps_fn(x [b, h, w, c], int t [b]) -> predicted noise [b, h, w, c], for
     DDPM's own samplers (eps and v objectives)."""
     if self.path.continuous:
       raise ValueError("config.model.objective='flow_matching' has no DDPM noise predictor")
-    network = self.network(params, train, dropout_rng)
+    network = self.network(params, train, dropout_rng, labels, guidance)
     if self.objective == "eps":
       return network
     return lambda x, t: paths.predictions(self.objective, network(x, t), x,
                                           *self.path.coefficients(t))[1]
 
   # --- what the loop calls ----------------------------------------------------
+  def _train_labels(self, batch, rng):
+    """A conditional model's labels, each replaced by "no class" with
+    probability config.model.label_dropout (so one network also learns the
+    unconditional model that guidance needs); None when unconditional."""
+    if not self.num_classes:
+      return None
+    labels = batch["label"].astype(jnp.int32)
+    dropout = self.config.model.get("label_dropout", 0.0)
+    if dropout:
+      dropped = jax.random.bernoulli(rng, dropout, labels.shape)
+      labels = jnp.where(dropped, self.num_classes, labels)
+    return labels
+
   def loss(self, params, batch, rng, step):
     data_rng, t_rng, noise_rng, dropout_rng = jax.random.split(rng, 4)
     x0 = self.prepare(batch, data_rng, train=True)
     t = self.path.draw_time(t_rng, x0.shape[0])
     noise = jax.random.normal(noise_rng, x0.shape)
-    loss = objective_loss(self.network(params, True, dropout_rng), self.objective, self.path,
-                          x0, t, noise)
+    labels = self._train_labels(batch, jax.random.fold_in(t_rng, 1))
+    loss = objective_loss(self.network(params, True, dropout_rng, labels), self.objective,
+                          self.path, x0, t, noise)
     return jnp.mean(loss), {}
 
   def evaluate(self, params, batch, rng, final=False):
@@ -226,8 +291,11 @@ class DDPM(Family):
     # All times in one batch through one U-Net: one copy of it to compile.
     ts = jnp.stack([t, *(jnp.full_like(t, value) for _, value in fixed)])  # [k, b]
     tile = lambda v: jnp.broadcast_to(v, (len(ts), *v.shape)).reshape(-1, *v.shape[1:])
-    losses = objective_loss(self.network(params), self.objective, self.path, tile(x0),
-                            ts.reshape(-1), tile(noise)).reshape(ts.shape)
+    # A conditional model is scored given the true class, where there is one.
+    labels = batch.get("label") if self.num_classes else None
+    labels = None if labels is None else tile(labels.astype(jnp.int32))
+    losses = objective_loss(self.network(params, labels=labels), self.objective, self.path,
+                            tile(x0), ts.reshape(-1), tile(noise)).reshape(ts.shape)
     metrics = {"loss": losses[0], "loss_fixed_t_mean": jnp.mean(losses[1:], axis=0)}
     for (name, _), values in zip(fixed, losses[1:]):
       metrics[f"loss_{name}"] = values
@@ -240,39 +308,48 @@ class DDPM(Family):
     return {"denoising_loss": self.evaluate(params, batch, rng)["loss_fixed_t_mean"]}
 
   def _sample_unclipped(self, params, rng, num: int, temperature, sampler: str,
-                        steps: int, eta: float):
+                        steps: int, eta: float, labels=None):
     shape = (num, *self.info.shape)
-    if sampler == "ancestral":
-      return ancestral_sample(self.eps_fn(params), self.schedule, rng, shape, temperature)
-    if sampler == "ddim":
-      return ddim_sample(self.eps_fn(params), self.schedule, rng, shape, steps, eta,
-                         temperature)
+    if labels is None:
+      labels = self.balanced_labels(num)
+    elif not self.num_classes:
+      raise ValueError("class labels asked of an unconditional model "
+                       "(config.model.num_classes=0)")
+    guidance = self.guidance_scale
+    if sampler in ("ancestral", "ddim"):
+      eps = self.eps_fn(params, labels=labels, guidance=guidance)
+      if sampler == "ancestral":
+        return ancestral_sample(eps, self.schedule, rng, shape, temperature)
+      return ddim_sample(eps, self.schedule, rng, shape, steps, eta, temperature)
     grid = samplers.make_grid(self.path, steps)
+    denoiser = self.denoiser(params, labels, guidance)
     if sampler == "euler":
-      return samplers.euler_sample(self.denoiser(params), grid, rng, shape, temperature)
+      return samplers.euler_sample(denoiser, grid, rng, shape, temperature)
     if sampler == "heun":
       form = "flow" if self.path.continuous else "edm"
-      return samplers.heun_sample(self.denoiser(params), grid, rng, shape, form, temperature)
-    return samplers.dpmpp_2m_sample(self.denoiser(params), grid, rng, shape, temperature)
+      return samplers.heun_sample(denoiser, grid, rng, shape, form, temperature)
+    return samplers.dpmpp_2m_sample(denoiser, grid, rng, shape, temperature)
 
-  def sample_codes(self, params, rng, num: int, temperature=1.0):
+  def sample_codes(self, params, rng, num: int, temperature=1.0, labels=None):
     """[num, *shape] draws of the configured sampler, not clipped: a latent
     model's codes (gen.families.latent), whose range is not the pixels'."""
     evaluation = self.config.eval
     return self._sample_unclipped(params, rng, num, temperature, self.sampler_name,
-                                  evaluation.sampling_steps, evaluation.ddim_eta)
+                                  evaluation.sampling_steps, evaluation.ddim_eta, labels)
 
-  def sample(self, params, rng, num: int, temperature=1.0):
+  def sample(self, params, rng, num: int, temperature=1.0, labels=None):
     """[num, h, w, c] images in [0, 1] by config.eval.sampler ("auto": ddim for
     eps and v, heun for flow matching) with config.eval.sampling_steps steps;
     clipped to [-1, 1] only at the end, so non-finite values stay.
 
     temperature multiplies the initial noise and every injected noise
     (ancestral, or DDIM with eta > 0); the ODE samplers only see the first.
+    A conditional model draws image i of class labels[i] (default: the
+    classes in turn) with config.eval.guidance_scale.
     """
     evaluation = self.config.eval
     x = self._sample_unclipped(params, rng, num, temperature, self.sampler_name,
-                               evaluation.sampling_steps, evaluation.ddim_eta)
+                               evaluation.sampling_steps, evaluation.ddim_eta, labels)
     return to_unit(jnp.clip(x, -1.0, 1.0), "symmetric")
 
   def visualize(self, params, batch, rng):
@@ -288,6 +365,8 @@ class DDPM(Family):
       steps = min(steps, self.timesteps)
     x = self._sample_unclipped(params, rng, num, 1.0, sampler, steps, evaluation.ddim_eta)
     show = lambda v: to_unit(jnp.clip(v, -1.0, 1.0), "symmetric")
+    labels = batch.get("label") if self.num_classes else None
+    labels = None if labels is None else labels[:4].astype(jnp.int32)
     x0 = self.prepare(batch, rng, train=False)[:4]
     columns = 8
     times = jnp.asarray(self.path.times_of(np.linspace(0.0, 1.0, columns)))
@@ -296,7 +375,8 @@ class DDPM(Family):
     noise = jax.random.normal(jax.random.fold_in(rng, 1), images.shape)
     alpha, sigma = self.path.coefficients(t)
     x_t = paths.broadcast_to(alpha, images) * images + paths.broadcast_to(sigma, images) * noise
-    x0_hat, _ = self.denoiser(params)(x_t, t)
+    x0_hat, _ = self.denoiser(params, None if labels is None else jnp.repeat(
+        labels, columns))(x_t, t)
     return {"samples": show(x), "denoising": interleave_rows(show(x_t), show(x0_hat), columns)}
 
   def report(self, params, dataset, mesh, workdir, step):

@@ -43,12 +43,38 @@ class Flow(Family):
     return self.info.kind == "image"
 
   @property
+  def num_classes(self) -> int:
+    """Classes of a class-conditional base distribution (0: N(0, I))."""
+    return getattr(self.model, "num_classes", 0)
+
+  def labels_of(self, batch):
+    return batch.get("label") if self.num_classes else None
+
+  def log_prior(self, params, z, labels=None):
+    """[b] log p(z) of the flattened latents: N(0, I); for a class-conditional
+    flow N(mean_y, exp(log_scale_y)^2) of each label y, or without labels the
+    mixture over the classes with equal weights (log p(x), marginal)."""
+    z = z.reshape(z.shape[0], -1)
+    if not self.num_classes:
+      return likelihood.standard_normal_log_prob(z)
+    mean, log_scale = self.apply_model({"params": params}, method="prior_parameters")
+    given = lambda m, s: jnp.sum(-0.5 * (jnp.square((z - m) * jnp.exp(-s))
+                                         + math.log(2.0 * math.pi)) - s, axis=-1)
+    if labels is not None:
+      return given(mean[labels], log_scale[labels])
+    per_class = jax.vmap(given)(mean[:, None, :], log_scale[:, None, :])  # [C, b]
+    return jax.nn.logsumexp(per_class, axis=0) - math.log(self.num_classes)
+
+  @property
   def variational(self) -> bool:
     """Whether the model learns its dequantization noise (Glow's option)."""
     return getattr(self.model, "dequantization", "uniform") == "variational"
 
   def check_config(self) -> list[str]:
     data = self.config.data
+    if self.num_classes > self.info.num_classes:
+      raise ValueError(f"config.model.num_classes={self.num_classes}, but {data.name} has "
+                       f"{self.info.num_classes or 'no'} class labels")
     if not self.is_image:
       if self.variational:
         raise ValueError("config.model.dequantization='variational' dequantizes 8-bit "
@@ -94,7 +120,10 @@ class Flow(Family):
       x = self.prepare(batch, rng, train=True)
       if self.is_image:
         x, _ = likelihood.logit(x, self.logit_alpha)
-    return self.model.init(rng, x, method="forward")["params"]
+    params = dict(self.model.init(rng, x, method="forward")["params"])
+    if self.num_classes:
+      params.update(self.model.init(rng, method="prior_parameters")["params"])
+    return params
 
   def _init_with_dequantizer(self, rng, batch):
     """The dequantizer's parameters, then the flow's, initialized on what that
@@ -106,6 +135,8 @@ class Flow(Family):
     u, _ = self.apply_model({"params": params}, pixels, eps, method="dequantize")
     x, _ = likelihood.logit((pixels + u) / 256.0, self.logit_alpha)
     params.update(self.model.init(rng, x, method="forward")["params"])
+    if self.num_classes:
+      params.update(self.model.init(rng, method="prior_parameters")["params"])
     return params
 
   def to_pixels(self, images):
@@ -115,7 +146,7 @@ class Flow(Family):
       return to_pixels(images, dequantized=True)
     return super().to_pixels(images)
 
-  def variational_bound(self, params, batch, rng, per_example: bool = False):
+  def variational_bound(self, params, batch, rng, per_example: bool = False, labels=None):
     """[b] bits/dim of -E_q[log p(x + u) - log q(u | x)] with one draw u ~ q(u | x):
     an upper bound on the 8-bit image's bits/dim. rng: one key, or with
     per_example one per example (evaluation)."""
@@ -125,11 +156,11 @@ class Flow(Family):
     else:
       eps = jax.random.normal(rng, pixels.shape)
     u, log_q = self.apply_model({"params": params}, pixels, eps, method="dequantize")
-    log_prob, pre_log_det = self.log_likelihood(params, (pixels + u) / 256.0)
+    log_prob, pre_log_det = self.log_likelihood(params, (pixels + u) / 256.0, labels)
     return likelihood.bits_per_dim(log_prob - log_q, self.num_dims, pre_log_det)
 
   # --- likelihood --------------------------------------------------------------
-  def log_likelihood(self, params, x):
+  def log_likelihood(self, params, x, labels=None):
     """Model-space x ([0, 1] images or points) -> ([batch] log p(x), log-det of preprocessing).
 
     For images the second value is log |det d(logit input)/d(pixel value)|,
@@ -140,19 +171,20 @@ class Flow(Family):
       x, logit_log_det = likelihood.logit(x, self.logit_alpha)
       pre_log_det = logit_log_det + likelihood.scale_log_det(self.num_dims, "unit")
     z, log_det = self.apply_model({"params": params}, x, method="forward")
-    return likelihood.standard_normal_log_prob(z) + log_det, pre_log_det
+    return self.log_prior(params, z, labels) + log_det, pre_log_det
 
-  def _per_example_loss(self, params, x):
-    log_prob, pre_log_det = self.log_likelihood(params, x)
+  def _per_example_loss(self, params, x, labels=None):
+    log_prob, pre_log_det = self.log_likelihood(params, x, labels)
     if self.is_image:
       return likelihood.bits_per_dim(log_prob, self.num_dims, pre_log_det)
     return -log_prob
 
   def loss(self, params, batch, rng, step):
+    labels = self.labels_of(batch)
     if self.variational:
-      return jnp.mean(self.variational_bound(params, batch, rng)), {}
+      return jnp.mean(self.variational_bound(params, batch, rng, labels=labels)), {}
     x = self.prepare(batch, rng, train=True)
-    return jnp.mean(self._per_example_loss(params, x)), {}
+    return jnp.mean(self._per_example_loss(params, x, labels)), {}
 
   def evaluate(self, params, batch, rng, final=False):
     if self.variational:
@@ -161,10 +193,16 @@ class Flow(Family):
       bound = self.variational_bound(params, batch, keys, per_example=True)
       return {"loss": bound, "bits_per_dim_variational_bound": bound}
     x = self.prepare(batch, rng, train=False)
+    # A conditional flow: log p(x), the mixture over classes (comparable with
+    # every other model's), and log p(x | y) given the true class.
     loss = self._per_example_loss(params, x)
+    labels = self.labels_of(batch)
     if self.is_image:
       # Exact: the density of the uniformly dequantized pixels.
-      return {"loss": loss, "bits_per_dim_exact": loss}
+      metrics = {"loss": loss, "bits_per_dim_exact": loss}
+      if labels is not None:
+        metrics["bits_per_dim_exact_given_class"] = self._per_example_loss(params, x, labels)
+      return metrics
     metrics = {"loss": loss, "nll_exact": loss}
     density = self.true_density()
     if density is not None:
@@ -190,13 +228,23 @@ class Flow(Family):
     return {key: metrics[key]}
 
   # --- sampling ----------------------------------------------------------------
-  def sample(self, params, rng, num: int, temperature=1.0):
+  def sample(self, params, rng, num: int, temperature=1.0, labels=None):
     """[num, *shape] samples: images in [0, 1] (not clipped), or points.
 
     temperature scales the prior's standard deviation (Kingma and Dhariwal,
-    2018): below 1 trades diversity for typical-looking samples.
+    2018): below 1 trades diversity for typical-looking samples. A
+    class-conditional flow draws image i of class labels[i] (default: the
+    classes in turn).
     """
     z = temperature * jax.random.normal(rng, (num, self.num_dims))
+    if self.num_classes:
+      if labels is None:
+        labels = jnp.arange(num, dtype=jnp.int32) % self.num_classes
+      mean, log_scale = self.apply_model({"params": params}, method="prior_parameters")
+      z = mean[labels] + jnp.exp(log_scale[labels]) * z
+    elif labels is not None:
+      raise ValueError("class labels asked of an unconditional flow "
+                       "(config.model.num_classes=0)")
     x = self.apply_model({"params": params}, z, method="inverse")
     if self.is_image:
       x = likelihood.inverse_logit(x, self.logit_alpha)

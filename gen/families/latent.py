@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import os
 
+from absl import logging
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -98,7 +99,23 @@ def prepare_first_stage(config: ml_collections.ConfigDict, workdir: str, train) 
             config.latent.first_stage))
     check_first_stage(first_config, config, first_workdir)
     train(first_config, first_workdir)
+  else:
+    for line in model_differences(_read_config(first_workdir),
+                                  load_config_file(config.latent.first_stage)):
+      logging.warning("the finished first stage in %s differs from %s: %s; it is used as it "
+                      "is (another first_stage_workdir trains a new one)", first_workdir,
+                      config.latent.first_stage, line)
   return config
+
+
+def model_differences(trained, wanted) -> list[str]:
+  """config.model keys whose values differ between a trained run and a config file."""
+  trained, wanted = trained.model.to_dict(), wanted.model.to_dict()
+  normal = lambda value: list(value) if isinstance(value, (tuple, list)) else value
+  return [f"config.model.{key}: {normal(trained.get(key))!r} there, "
+          f"{normal(wanted.get(key))!r} in the file"
+          for key in sorted(set(trained) | set(wanted))
+          if normal(trained.get(key)) != normal(wanted.get(key))]
 
 
 def _read_config(workdir: str) -> ml_collections.ConfigDict:
@@ -293,9 +310,15 @@ class Latent:
   def to_pixels(self, images):
     return self.first_family.to_pixels(images)
 
-  def sample(self, params, rng, num: int, temperature=1.0):
-    """[num, h, w, c] images in [0, 1]: the second stage's codes, decoded."""
-    return self.decode(self.inner.sample_codes(params, rng, num, temperature))
+  @property
+  def num_classes(self) -> int:
+    return getattr(self.inner, "num_classes", 0)
+
+  def sample(self, params, rng, num: int, temperature=1.0, labels=None):
+    """[num, h, w, c] images in [0, 1]: the second stage's codes, decoded (of
+    classes `labels`, for a conditional second stage)."""
+    kwargs = {} if labels is None else {"labels": labels}
+    return self.decode(self.inner.sample_codes(params, rng, num, temperature, **kwargs))
 
   def sampler(self, params, dataset):
     return (lambda p, rng, count: self.sample(p, rng, count, 1.0)), params

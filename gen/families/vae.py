@@ -116,6 +116,9 @@ class VAE(Family):
     elif decoder != "gaussian":
       raise ValueError(f"config.model.decoder={decoder!r} is for images; "
                        f"{self.info.name} holds real vectors: use 'gaussian'")
+    if self.num_classes > self.info.num_classes:
+      raise ValueError(f"config.model.num_classes={self.num_classes}, but {data.name} has "
+                       f"{self.info.num_classes or 'no'} class labels")
     if model.get("beta", 1.0) < 0:
       raise ValueError(f"config.model.beta={model.beta!r} must be >= 0")
     if model.get("kl_warmup_steps", 0) < 0:
@@ -123,11 +126,21 @@ class VAE(Family):
     return []
 
   # --- the model's pieces -----------------------------------------------------
-  def encode(self, params, x):
-    return self.apply_model({"params": params}, x, method="encode")
+  @property
+  def num_classes(self) -> int:
+    """Classes a conditional VAE's encoder and decoder see (0: unconditional)."""
+    return getattr(self.model, "num_classes", 0)
 
-  def decode(self, params, z):
-    return self.apply_model({"params": params}, z, method="decode")
+  def labels_of(self, batch):
+    """The batch's labels for a conditional VAE; None for an unconditional one
+    (and for data without labels: the "no class" input)."""
+    return batch.get("label") if self.num_classes else None
+
+  def encode(self, params, x, labels=None):
+    return self.apply_model({"params": params}, x, labels, method="encode")
+
+  def decode(self, params, z, labels=None):
+    return self.apply_model({"params": params}, z, labels, method="decode")
 
   def decode_to_unit(self, params, z):
     """A latent z -> the decoder's mean image in [0, 1] (a latent model's last step)."""
@@ -151,21 +164,23 @@ class VAE(Family):
                                            2.0 * log_scale[..., None])
     return jnp.sum(per_value.reshape(per_value.shape[0], -1), axis=1)
 
-  def elbo_parts(self, params, x, target, rng, per_example: bool = False):
+  def elbo_parts(self, params, x, target, rng, per_example: bool = False, labels=None):
     """One-sample reconstruction term log p(x | z) and analytic KL, each [b], nats.
 
     rng: one key, or with per_example [b] keys, one per example (evaluation).
+    labels: a conditional VAE's classes of x.
     """
-    mean, log_var = self.encode(params, x)
+    mean, log_var = self.encode(params, x, labels)
     if per_example:
       noise = jax.vmap(lambda key: jax.random.normal(key, mean.shape[1:]))(rng)
     else:
       noise = jax.random.normal(rng, mean.shape)
     z = mean + jnp.exp(0.5 * log_var) * noise
-    return self.log_likelihood(self.decode(params, z), target), gaussian_kl(mean, log_var)
+    return (self.log_likelihood(self.decode(params, z, labels), target),
+            gaussian_kl(mean, log_var))
 
   def iw_log_likelihood(self, params, x, target, keys, num_samples: int, chunk: int,
-                        log_prior=None):
+                        log_prior=None, labels=None):
     """[b] importance-weighted bound on log p(x) with `num_samples` samples of q.
 
     log (1/K) sum_k p(x | z_k) p(z_k) / q(z_k | x), with p(z) = N(0, I) or
@@ -179,8 +194,9 @@ class VAE(Family):
     if num_samples % chunk:
       raise ValueError(f"config.eval.iw_samples={num_samples} must be a multiple of "
                        f"config.eval.iw_chunk={chunk}")
-    mean, log_var = self.encode(params, x)
+    mean, log_var = self.encode(params, x, labels)
     batch = x.shape[0]
+    tiled_labels = None if labels is None else jnp.tile(labels, chunk)
     tiled_target = jnp.broadcast_to(target, (chunk, *target.shape)).reshape(
         chunk * batch, *target.shape[1:])
 
@@ -193,7 +209,7 @@ class VAE(Family):
         log_pz = diagonal_normal_log_prob(z, 0.0, jnp.zeros_like(log_var))
       else:
         log_pz = log_prior(z.reshape(chunk * batch, -1)).reshape(chunk, batch)
-      out = self.decode(params, z.reshape(chunk * batch, -1))
+      out = self.decode(params, z.reshape(chunk * batch, -1), tiled_labels)
       log_px = self.log_likelihood(out, tiled_target).reshape(chunk, batch)
       log_weights = log_px + log_pz - log_q
       return jnp.logaddexp(running, jax.nn.logsumexp(log_weights, axis=0)), None
@@ -223,7 +239,8 @@ class VAE(Family):
   def loss(self, params, batch, rng, step):
     data_rng, sample_rng = jax.random.split(rng)
     x = self.prepare(batch, data_rng, train=True)
-    reconstruction, kl = self.elbo_parts(params, x, self.targets(batch, x), sample_rng)
+    reconstruction, kl = self.elbo_parts(params, x, self.targets(batch, x), sample_rng,
+                                         labels=self.labels_of(batch))
     weight = self.kl_weight(step)
     loss = self._to_report_units(jnp.mean(-reconstruction + weight * kl))
     return loss, {"elbo_bound": self._to_report_units(jnp.mean(kl - reconstruction)),
@@ -236,7 +253,9 @@ class VAE(Family):
     keys = example_keys(jax.random.fold_in(rng, 1), batch["uid"])
     elbo_keys = jax.vmap(lambda key: jax.random.fold_in(key, 0))(keys)
     iw_keys = jax.vmap(lambda key: jax.random.fold_in(key, 1))(keys)
-    reconstruction, kl = self.elbo_parts(params, x, target, elbo_keys, per_example=True)
+    labels = self.labels_of(batch)
+    reconstruction, kl = self.elbo_parts(params, x, target, elbo_keys, per_example=True,
+                                         labels=labels)
     bound = self._to_report_units(kl - reconstruction)
     name = self._bound_name
     metrics = {"loss": bound, f"{name}_elbo_bound": bound, "kl_nats": kl,
@@ -244,7 +263,7 @@ class VAE(Family):
     samples = self.config.eval.iw_samples
     if final and samples:
       log_px = self.iw_log_likelihood(params, x, target, iw_keys, samples,
-                                      min(self.config.eval.iw_chunk, samples))
+                                      min(self.config.eval.iw_chunk, samples), labels=labels)
       metrics[f"{name}_iw{samples}_bound"] = self._to_report_units(-log_px)
     density = self.true_density()
     if density is not None:
@@ -254,7 +273,8 @@ class VAE(Family):
   code_name = "posterior mean"
 
   def codes(self, params, batch):
-    mean, _ = self.encode(params, self.prepare(batch, None, train=False))
+    mean, _ = self.encode(params, self.prepare(batch, None, train=False),
+                          self.labels_of(batch))
     return mean
 
   def anomaly_scores(self, params, batch, rng):
@@ -271,12 +291,18 @@ class VAE(Family):
       return jax.nn.sigmoid(out[..., 0])
     return jnp.clip((out[..., 0] + 1.0) / 2.0, 0.0, 1.0)
 
-  def sample(self, params, rng, num: int, temperature=1.0):
+  def sample(self, params, rng, num: int, temperature=1.0, labels=None):
     """Decoded prior samples z ~ N(0, T^2 I): mean images in [0, 1], or points drawn
-    from p(x | z) (a point's mean alone would hide the decoder's noise)."""
+    from p(x | z) (a point's mean alone would hide the decoder's noise). A
+    conditional VAE draws image i of class labels[i] (default: the classes in turn)."""
+    if labels is None and self.num_classes:
+      labels = jnp.arange(num, dtype=jnp.int32) % self.num_classes
+    elif labels is not None and not self.num_classes:
+      raise ValueError("class labels asked of an unconditional VAE "
+                       "(config.model.num_classes=0)")
     prior_rng, noise_rng = jax.random.split(rng)
     z = temperature * jax.random.normal(prior_rng, (num, self.model.latent_dim))
-    out = self.decode(params, z)
+    out = self.decode(params, z, labels)
     if self.info.kind == "image":
       return self._mean_image(out)
     scale = jnp.exp(jnp.maximum(out[..., 1], _MIN_LOG_SCALE))
@@ -295,8 +321,9 @@ class VAE(Family):
     if self.info.kind != "image":
       return {"samples": samples}
     x = self.prepare(batch, rng, train=False)
-    mean, _ = self.encode(params, x)
-    recon = self._mean_image(self.decode(params, mean))
+    labels = self.labels_of(batch)
+    mean, _ = self.encode(params, x, labels)
+    recon = self._mean_image(self.decode(params, mean, labels))
     return {"samples": samples,
             "reconstructions": interleave_rows(to_unit(x, self.config.data.scale), recon)}
 

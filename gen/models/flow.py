@@ -157,6 +157,20 @@ def unsqueeze(x):
   return x.reshape(b, 2 * h, 2 * w, c // 4)
 
 
+class ClassPrior(nn.Module):
+  """A class-conditional flow's base distribution: N(mean_y, diag(exp(2 log_scale_y)))
+  per class y, over the flattened z; starts as N(0, I) for every class."""
+
+  num_classes: int
+  size: int
+
+  @nn.compact
+  def __call__(self):
+    shape = (self.num_classes, self.size)
+    return (self.param("mean", nn.initializers.zeros_init(), shape),
+            self.param("log_scale", nn.initializers.zeros_init(), shape))
+
+
 @register("realnvp", family="flow")
 class RealNVP(nn.Module):
   """Multi-scale RealNVP for [h, w, c] images (in logit space, see the family).
@@ -174,6 +188,8 @@ class RealNVP(nn.Module):
   features: int = 64
   num_res_blocks: int = 2
   activation: str = "relu"
+  # Class-conditional when > 0: a base distribution per class (ClassPrior).
+  num_classes: int = 0
   # Computation dtype of the s/t networks only (config.train.compute_dtype);
   # the flow's own values, inverse and log-determinant stay float32.
   dtype: Any = jnp.float32
@@ -181,6 +197,8 @@ class RealNVP(nn.Module):
   def setup(self):
     height, width, channels = self.data_shape
     check_scales(self.data_shape, self.num_scales)
+    if self.num_classes:
+      self.class_prior = ClassPrior(self.num_classes, math.prod(self.data_shape))
     if self.num_couplings < 1 or self.num_final_couplings < 1:
       raise ValueError("config.model.num_couplings and config.model.num_final_couplings "
                        "must be >= 1")
@@ -242,6 +260,10 @@ class RealNVP(nn.Module):
       for coupling in reversed(board):
         x = coupling.inverse(x)
     return x
+
+  def prior_parameters(self):
+    """(mean, log_scale) [num_classes, D] of a class-conditional base distribution."""
+    return self.class_prior()
 
   def __call__(self, x):
     return self.forward(x)
@@ -513,10 +535,14 @@ class Glow(nn.Module):
   dequantization: str = "uniform"
   dequantizer_couplings: int = 4
   dequantizer_features: int = 32
+  # Class-conditional when > 0: a base distribution per class (ClassPrior).
+  num_classes: int = 0
   dtype: Any = jnp.float32
 
   def setup(self):
     check_scales(self.data_shape, self.num_scales)
+    if self.num_classes:
+      self.class_prior = ClassPrior(self.num_classes, math.prod(self.data_shape))
     if self.dequantization not in ("uniform", "variational"):
       raise ValueError(f"config.model.dequantization={self.dequantization!r}: valid are "
                        f"'uniform' and 'variational'")
@@ -580,6 +606,10 @@ class Glow(nn.Module):
   def dequantize(self, pixels, eps):
     """(u, log q(u | x)) of the variational dequantizer."""
     return self.dequantizer(pixels, eps)
+
+  def prior_parameters(self):
+    """(mean, log_scale) [num_classes, D] of a class-conditional base distribution."""
+    return self.class_prior()
 
   def __call__(self, x):
     return self.forward(x)

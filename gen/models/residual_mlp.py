@@ -26,7 +26,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from gen.models import register
-from gen.models.unet import timestep_embedding
+from gen.models.unet import class_embedding, timestep_embedding
 
 
 class ResidualBlock(nn.Module):
@@ -62,6 +62,7 @@ class ResidualMLP(nn.Module):
   num_blocks: int = 6
   expansion: int = 2
   dropout: float = 0.0
+  num_classes: int = 0  # as gen.models.unet.UNet's
   dtype: Any = jnp.float32
 
   def check(self) -> None:
@@ -73,13 +74,15 @@ class ResidualMLP(nn.Module):
       raise ValueError(f"config.model.dropout={self.dropout} must be in [0, 1)")
 
   @nn.compact
-  def __call__(self, x, t, train: bool):
+  def __call__(self, x, t, train: bool, labels=None):
     self.check()
     batch = x.shape[0]
     size = math.prod(x.shape[1:])
     embedding = timestep_embedding(t, 256)
     embedding = nn.Dense(self.width, dtype=self.dtype)(embedding)
     embedding = nn.silu(nn.Dense(self.width, dtype=self.dtype)(nn.silu(embedding)))
+    embedding = embedding + class_embedding(self.num_classes, self.width, labels, batch,
+                                            self.dtype)
     h = nn.Dense(self.width, dtype=self.dtype)(x.reshape(batch, size))
     for _ in range(self.num_blocks):
       h = ResidualBlock(self.width, self.expansion, self.dropout, self.dtype)(h, embedding, train)

@@ -48,6 +48,19 @@ def timestep_embedding(t, dim: int, max_period: float = 10_000.0):
   return embedding
 
 
+def class_embedding(num_classes: int, dim: int, labels, batch: int, dtype):
+  """[b, dim] learned embedding of each label (0 for an unconditional model);
+  labels None, or the index num_classes, is the "no class" row."""
+  if not num_classes:
+    if labels is not None:
+      raise ValueError("class labels given to an unconditional model: set "
+                       "config.model.num_classes")
+    return jnp.zeros((batch, dim), dtype)
+  if labels is None:
+    labels = jnp.full((batch,), num_classes, jnp.int32)
+  return nn.Embed(num_classes + 1, dim, dtype=dtype)(labels)
+
+
 def padding(size: int, multiple: int) -> tuple[int, int]:
   """(before, after) that take `size` up to the next multiple of `multiple`,
   split as evenly as possible so the image stays centred."""
@@ -117,6 +130,10 @@ class UNet(nn.Module):
       must be the height of some level.
     dropout: rate in the residual blocks, in training only (rng "dropout").
     num_groups: GroupNorm groups; must divide channels * every mult.
+    num_classes: 0 = unconditional; else a class embedding (num_classes + 1
+      rows, the last for "no class", what classifier-free guidance's
+      unconditional half and label dropout use) is added to the time
+      embedding.
   """
 
   data_shape: Sequence[int]
@@ -126,6 +143,7 @@ class UNet(nn.Module):
   attention_resolutions: Sequence[int] = (8,)
   dropout: float = 0.1
   num_groups: int = 8
+  num_classes: int = 0
   # Computation dtype (config.train.compute_dtype); parameters stay float32.
   dtype: Any = jnp.float32
 
@@ -156,8 +174,9 @@ class UNet(nn.Module):
           f"channel_mults={tuple(self.channel_mults)} are {sizes}")
 
   @nn.compact
-  def __call__(self, x, t, train: bool):
-    """x: [b, h, w, c] float32; t: [b] int or float timesteps -> [b, h, w, c] noise."""
+  def __call__(self, x, t, train: bool, labels=None):
+    """x: [b, h, w, c] float32; t: [b] int or float timesteps; labels: [b] class
+    indices (num_classes = none; None = none for all) -> [b, h, w, c] noise."""
     _, height, width, out_channels = x.shape
     self.check(height, width)
     # Reflect padding, not zeros: the padded border then carries the same
@@ -173,6 +192,8 @@ class UNet(nn.Module):
     dense = lambda size: nn.Dense(size, dtype=self.dtype)
     conv = lambda width, **kwargs: nn.Conv(width, (3, 3), dtype=self.dtype, **kwargs)
     embedding = dense(embedding_dim)(nn.silu(dense(embedding_dim)(embedding)))
+    embedding = embedding + class_embedding(self.num_classes, embedding_dim, labels,
+                                            x.shape[0], self.dtype)
 
     block = lambda features: ResBlock(features, self.num_groups, self.dropout, self.dtype)
     attend = lambda h: (AttentionBlock(self.num_groups, self.dtype)(h)

@@ -14,6 +14,7 @@ import math
 from typing import Any, Sequence
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 
 from gen.models import layers, register
@@ -29,11 +30,22 @@ def decoder_outputs(decoder: str) -> int:
 
 
 class _VAEBase(nn.Module):
-  """encode(x) -> (mean, log_var) [b, latent]; decode(z) -> [b, *data_shape, outputs]."""
+  """encode(x) -> (mean, log_var) [b, latent]; decode(z) -> [b, *data_shape, outputs].
 
-  def __call__(self, x):
-    mean, _ = self.encode(x)
-    return self.decode(mean)
+  With num_classes > 0 (a conditional VAE) both also see the label, one-hot,
+  beside the encoder's features and beside z; labels None is the all-zero
+  vector ("no class": codes for a first stage, pictures)."""
+
+  def __call__(self, x, labels=None):
+    mean, _ = self.encode(x, labels)
+    return self.decode(mean, labels)
+
+  def with_label(self, h, labels):
+    if not self.num_classes:
+      return h
+    onehot = (jnp.zeros((h.shape[0], self.num_classes), h.dtype) if labels is None
+              else jax.nn.one_hot(labels, self.num_classes, dtype=h.dtype))
+    return jnp.concatenate([h, onehot], axis=-1)
 
 
 @register("vae", family="vae")
@@ -43,6 +55,7 @@ class DenseVAE(_VAEBase):
   hidden_sizes: Sequence[int] = (512, 256)
   activation: str = "relu"
   decoder: str = "bernoulli"
+  num_classes: int = 0
   dtype: Any = jnp.float32
 
   def setup(self):
@@ -53,17 +66,17 @@ class DenseVAE(_VAEBase):
     self.decoder_layers = [dense(size) for size in reversed(self.hidden_sizes)]
     self.likelihood = dense(math.prod(self.data_shape) * self.outputs)
 
-  def encode(self, x):
+  def encode(self, x, labels=None):
     act = layers.activation(self.activation)
-    h = x.reshape(x.shape[0], -1)
+    h = self.with_label(x.reshape(x.shape[0], -1), labels)
     for layer in self.encoder_layers:
       h = act(layer(h))
     mean, log_var = jnp.split(self.posterior(h), 2, axis=-1)
     return mean, log_var
 
-  def decode(self, z):
+  def decode(self, z, labels=None):
     act = layers.activation(self.activation)
-    h = z
+    h = self.with_label(z, labels)
     for layer in self.decoder_layers:
       h = act(layer(h))
     return self.likelihood(h).reshape(z.shape[0], *self.data_shape, self.outputs)
@@ -81,6 +94,7 @@ class ConvVAE(_VAEBase):
   activation: str = "relu"
   decoder: str = "logistic"
   conv_transpose_impl: str = "phases"
+  num_classes: int = 0
   dtype: Any = jnp.float32
 
   def setup(self):
@@ -103,18 +117,18 @@ class ConvVAE(_VAEBase):
                for c in ups]
     self.likelihood = nn.Conv(self.data_shape[-1] * self.outputs, (3, 3), dtype=self.dtype)
 
-  def encode(self, x):
+  def encode(self, x, labels=None):
     act = layers.activation(self.activation)
     h = x
     for conv in self.down:
       h = act(conv(h))
-    h = act(self.encoder_dense(h.reshape(h.shape[0], -1)))
+    h = act(self.encoder_dense(self.with_label(h.reshape(h.shape[0], -1), labels)))
     mean, log_var = jnp.split(self.posterior(h), 2, axis=-1)
     return mean, log_var
 
-  def decode(self, z):
+  def decode(self, z, labels=None):
     act = layers.activation(self.activation)
-    h = act(self.decoder_dense(z))
+    h = act(self.decoder_dense(self.with_label(z, labels)))
     h = act(self.decoder_bottom(h)).reshape(z.shape[0], *self.bottom)
     for conv in self.up:
       h = act(conv(h))

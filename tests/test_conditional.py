@@ -1,0 +1,139 @@
+"""Class-conditional diffusion and flow matching with classifier-free guidance:
+guidance 0 and 1 are exactly the unconditional and conditional models, a
+short conditional run draws the classes asked for, bad settings are named."""
+
+import os
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from configs import flow_matching
+from gen import bundle, families, restore
+from gen.data import SourceInfo
+from gen.errors import UserError
+from tests.helpers import ROOT, subprocess_env, train_in_process
+
+DIGITS = SourceInfo("digits", (8, 8, 1), "image", 10)
+
+
+def _family(guidance: float, **model):
+  config = flow_matching.get_config("cond_digits")
+  config.eval.guidance_scale = guidance
+  for key, value in model.items():
+    config.model[key] = value
+  return families.make(config, DIGITS)
+
+
+def _moved(params, scale=0.3):
+  """Parameters off their initialization (zero-initialized output layers would
+  make every prediction 0, whatever the class)."""
+  flat, unravel = jax.flatten_util.ravel_pytree(params)
+  return unravel(flat + scale * jax.random.normal(jax.random.PRNGKey(5), flat.shape))
+
+
+def test_guidance_zero_and_one_are_the_unconditional_and_conditional_models():
+  import jax.flatten_util  # noqa: F401
+  params = _moved(_family(1.0).init_params(jax.random.PRNGKey(0)))
+  labels = jnp.arange(6) % 10
+  key = jax.random.PRNGKey(1)
+  draw = lambda guidance, labels: jax.jit(lambda p: _family(guidance).sample(
+      p, key, 6, labels=labels))(params)
+  unconditional = draw(1.0, jnp.full(6, 10))  # the "no class" row, unguided
+  conditional = draw(1.0, labels)
+  np.testing.assert_array_equal(draw(0.0, labels), unconditional)
+  assert not np.allclose(conditional, unconditional)
+  # Guidance s mixes the two predictions: u + s (c - u), for any s.
+  x = jax.random.normal(key, (6, 8, 8, 1))
+  t = jnp.full(6, 0.5)
+  family = _family(1.0)
+  c = family.network(params, labels=labels)(x, t)
+  u = family.network(params)(x, t)
+  guided = family.network(params, labels=labels, guidance=3.0)(x, t)
+  # (float32: the two halves run as one batch of 12, the references as 6.)
+  np.testing.assert_allclose(guided, u + 3.0 * (c - u), rtol=1e-4, atol=1e-4)
+
+
+def test_conditional_settings_that_cannot_work_are_named():
+  with pytest.raises(ValueError, match=r"config.eval.guidance_scale=2.0 guides a "
+                                       r"class-conditional model"):
+    _family(2.0, num_classes=0).check_config()
+  with pytest.raises(ValueError, match="config.model.num_classes=12, but digits has 10"):
+    _family(1.0, num_classes=12).check_config()
+  with pytest.raises(ValueError, match=r"config.model.label_dropout=1.0"):
+    _family(1.0, label_dropout=1.0).check_config()
+  with pytest.raises(UserError, match=r"--class=10 is out of range"):
+    bundle.image_labels(_family(1.0), 4, 10)
+  with pytest.raises(UserError, match=r"--class=3: the model is unconditional"):
+    bundle.image_labels(_family(1.0, num_classes=0), 4, 3)
+
+
+def test_a_short_conditional_run_draws_the_classes_asked_for(tmp_path, digits_classifier):
+  from gen.families import classifier as classifier_lib
+  workdir = tmp_path / "cond"
+  train_in_process("configs/flow_matching.py:cond_digits", workdir,
+                   "--config.train.num_steps=400", "--config.eval.num_images=0",
+                   "--config.eval.fid_samples=0", f"--config.eval.classifier={digits_classifier}")
+  run = restore.load_run(str(workdir))
+  classifier, why = classifier_lib.find_classifier(run.config, run.dataset)
+  assert classifier is not None, why
+  labels = bundle.image_labels(run.family, 200)
+  images = bundle.draw(run.family, run.params, 200, seed=0, labels=labels)
+  accuracy = float(np.mean(classifier(images)[1] == labels))
+  assert accuracy > 0.3, accuracy  # chance: 0.1
+  # The sweep's command line: a table row per scale.
+  command = [sys.executable, os.path.join(ROOT, "experiments", "guidance_sweep.py"),
+             f"--workdir={workdir}", "--scales=0,2", "--samples=100",
+             f"--out={tmp_path / 'sweep'}"]
+  result = subprocess.run(command, cwd=ROOT, env=subprocess_env(), capture_output=True,
+                          text=True, timeout=300)
+  assert result.returncode == 0, result.stderr[-2000:]
+  rows = [line for line in result.stdout.splitlines() if line.startswith("| 0 |")
+          or line.startswith("| 2 |")]
+  assert len(rows) == 2
+  assert (tmp_path / "sweep.png").stat().st_size > 0
+
+
+@pytest.mark.parametrize("config_file", ["configs/vae.py:cond_digits",
+                                         "configs/conv_vae.py:cond_digits"])
+def test_a_conditional_vae_decodes_the_class_it_is_given(tmp_path, config_file):
+  """Its decoder sees the label: the same z decoded as two classes gives two
+  images; the bounds are finite; samples follow the classes asked for."""
+  results = train_in_process(config_file, tmp_path / "cvae", "--config.eval.fid_samples=0",
+                             "--config.eval.num_images=0")
+  assert np.isfinite(results["test"]["bits_per_dim_elbo_bound"])
+  assert np.isfinite(results["test"]["bits_per_dim_iw20_bound"])
+  run = restore.load_run(str(tmp_path / "cvae"))
+  family = run.family
+  z = jax.random.normal(jax.random.PRNGKey(0), (4, family.model.latent_dim))
+  threes = family.decode(run.params, z, jnp.full(4, 3))
+  sevens = family.decode(run.params, z, jnp.full(4, 7))
+  assert float(jnp.max(jnp.abs(threes - sevens))) > 1e-3
+  images = family.sample(run.params, jax.random.PRNGKey(1), 10)
+  assert images.shape == (10, 8, 8, 1) and bool(jnp.all(jnp.isfinite(images)))
+  assert bundle.num_classes(family) == 10
+
+
+def test_a_conditional_flow_reports_log_p_x_and_log_p_x_given_y(tmp_path):
+  """A base distribution per class: log p(x) is the mixture over classes, so it
+  lies between the best single class and that minus log C; samples of each
+  class start from that class's Gaussian."""
+  results = train_in_process("configs/realnvp.py:cond_digits", tmp_path / "cflow",
+                             "--config.eval.fid_samples=0", "--config.eval.num_images=0")
+  test = results["test"]
+  assert np.isfinite(test["bits_per_dim_exact"])
+  run = restore.load_run(str(tmp_path / "cflow"))
+  family = run.family
+  batch = run.dataset.test_source.take(run.dataset.test_rows[:16])
+  x = family.prepare({"x": batch["x"], "uid": np.arange(16, dtype=np.int32)}, None,
+                     train=False)
+  marginal, _ = family.log_likelihood(run.params, x)
+  per_class = jnp.stack([family.log_likelihood(run.params, x, jnp.full(16, label))[0]
+                         for label in range(10)])
+  np.testing.assert_allclose(marginal, jax.nn.logsumexp(per_class, axis=0) - np.log(10),
+                             rtol=1e-5)
+  images = family.sample(run.params, jax.random.PRNGKey(0), 10)
+  assert images.shape == (10, 8, 8, 1) and bool(jnp.all(jnp.isfinite(images)))
