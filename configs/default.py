@@ -17,11 +17,23 @@ def get_config() -> ml_collections.ConfigDict:
   config.seed = 0
 
   config.data = ml_collections.ConfigDict()
-  # fashion_mnist | digits | toy2d | any TFDS image dataset (mnist, cifar10, ...).
+  # fashion_mnist | digits | toy2d | image_folder (config.data.dir: your own
+  # images, gen/data/image_folder.py) | any TFDS image dataset (mnist, cifar10, ...).
   config.data.name = "fashion_mnist"
   # Where the files are; "" = the source's default (Debian's package for
   # fashion_mnist, TFDS's data dir for TFDS names).
   config.data.dir = ""
+  # image_folder only: resize (shorter side) and center-crop to this square
+  # size (0 = keep; all images must then share one size); 1 (grey) or 3 (RGB)
+  # channels (0 = RGB if any image has colour); the test share carved with
+  # validation_seed when the folder has no train/ and test/; skip unreadable
+  # or non-image files (counted in the log) instead of stopping; where the
+  # decoded images are cached ("" = <dir>/.gen_cache).
+  config.data.image_size = 0
+  config.data.channels = 0
+  config.data.test_fraction = 0.1
+  config.data.skip_bad_files = False
+  config.data.cache_dir = ""
   # Carved from the train split with validation_seed, which is not config.seed,
   # so runs with different seeds are validated on the same examples.
   config.data.validation_size = 5000
@@ -100,6 +112,10 @@ def get_config() -> ml_collections.ConfigDict:
   config.eval.sampler = "auto"
   config.eval.sampling_steps = 50
   config.eval.ddim_eta = 0.0
+  # Classifier-free guidance of a class-conditional diffusion or flow-matching
+  # model (config.model.num_classes > 0): prediction = unconditional + scale *
+  # (conditional - unconditional); 1 = the conditional model, 0 = unconditional.
+  config.eval.guidance_scale = 1.0
   # Bits/dim of diffusion and flow-matching models through the probability-
   # flow ODE (gen.diffusion.likelihood), an estimate on the first this many
   # test images (0 = skip): Heun's method with this many fixed steps, and
