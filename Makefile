@@ -8,9 +8,9 @@ WORKDIR ?= runs/autoencoder
 CONFIG ?= configs/autoencoder.py
 # pytest-xdist workers: most of a test's time is single-threaded XLA compilation.
 TEST_WORKERS ?= 2
-# A pip constraints file: CI's oldest-versions venv passes constraints/oldest.txt;
-# empty = the newest releases this Python can install.
-CONSTRAINTS ?=
+# A pip constraints file: by default the oldest versions gen supports (what
+# CI tests); CONSTRAINTS= (empty) installs the newest releases this Python can.
+CONSTRAINTS ?= constraints/oldest.txt
 PIP_INSTALL := $(BIN)/pip install -q $(if $(CONSTRAINTS),-c $(CONSTRAINTS))
 
 .PHONY: data slurm install install-dev train test
