@@ -180,3 +180,20 @@ def test_a_flow_prior_on_vae_codes_reports_both_bounds(tmp_path):
                              bounds["bits_per_dim_iw20_bound"], rtol=1e-5)
   np.testing.assert_allclose(bounds["bits_per_dim_learned_prior_elbo_bound"],
                              bounds["bits_per_dim_elbo_bound"], rtol=1e-5)
+
+
+def test_a_conditional_latent_model_trains_and_draws_each_class(tmp_path):
+  """The second stage sees the labels of the images whose codes it models;
+  samples of two classes from the same noise differ."""
+  from gen import bundle, restore
+  workdir = tmp_path / "latent_cond"
+  train_in_process("configs/latent.py:cond_digits", workdir,
+                   f"--config.latent.first_stage_workdir={tmp_path / 'first'}",
+                   "--config.eval.num_images=0", "--config.eval.fid_samples=0")
+  run = restore.load_run(str(workdir))
+  assert bundle.num_classes(run.family) == 10
+  key = jax.random.PRNGKey(0)
+  threes = run.family.sample(run.params, key, 4, labels=jnp.full(4, 3))
+  sevens = run.family.sample(run.params, key, 4, labels=jnp.full(4, 7))
+  assert threes.shape == (4, 8, 8, 1)
+  assert float(jnp.max(jnp.abs(threes - sevens))) > 1e-3

@@ -18,8 +18,10 @@ holds no finished run (`prepare_first_stage`).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
+from typing import Any
 
 from absl import logging
 import jax
@@ -137,6 +139,34 @@ def check_first_stage(first_config, config, first_workdir: str) -> None:
         f"{first_config.data.name!r}, but config.data.name={config.data.name!r}")
 
 
+def _load_first_stage(config: ml_collections.ConfigDict) -> "FirstStage":
+  """The finished first stage in config.latent.first_stage_workdir (its
+  dataset kept for the code statistics)."""
+  from gen import restore  # restore builds families: imported when one is made
+  first_workdir = config.latent.first_stage_workdir
+  if not first_workdir or not finished(first_workdir):
+    raise UserError(f"config.latent.first_stage_workdir={first_workdir!r} holds no "
+                    f"finished run (experiments/main.py trains it first)")
+  check_first_stage(_read_config(first_workdir), config, first_workdir)
+  run = restore.load_run(first_workdir)
+  return FirstStage(run.family, run.params, run.config, run.step, dataset=run.dataset)
+
+
+@dataclasses.dataclass
+class FirstStage:
+  """What a latent model keeps of its frozen first stage: the family that
+  encodes and decodes, its parameters, config and step, and the per-channel
+  statistics that standardize its codes (None: computed from `dataset`, its
+  train data)."""
+  family: Any
+  params: Any
+  config: ml_collections.ConfigDict
+  step: int
+  code_mean: np.ndarray | None = None
+  code_std: np.ndarray | None = None
+  dataset: Any = None
+
+
 @FAMILIES.register("latent")
 class Latent:
   """A second-stage family (`inner`) trained on the codes of a frozen first stage.
@@ -149,29 +179,33 @@ class Latent:
   # Its second stages (the diffusion family, RealNVPVector) initialize from shapes.
   data_dependent_init = False
 
-  def __init__(self, config: ml_collections.ConfigDict, info: SourceInfo):
-    from gen import restore  # restore builds families: imported when one is made
+  def __init__(self, config: ml_collections.ConfigDict, info: SourceInfo,
+               first_stage: FirstStage | None = None):
+    """first_stage: given (a bundle's), or None: the finished run in
+    config.latent.first_stage_workdir."""
     self.config, _ = platform.resolve(config)
     self.info = info
-    first_workdir = config.latent.first_stage_workdir
-    if not first_workdir or not finished(first_workdir):
-      raise UserError(f"config.latent.first_stage_workdir={first_workdir!r} holds no "
-                      f"finished run (experiments/main.py trains it first)")
-    first_config = _read_config(first_workdir)
-    check_first_stage(first_config, config, first_workdir)
-    self.first = restore.load_run(first_workdir)
-    self.first_family, self.first_params = self.first.family, self.first.params
+    if first_stage is None:
+      first_stage = _load_first_stage(config)
+    self.first = first_stage
+    self.first_family, self.first_params = first_stage.family, first_stage.params
     # A VAE's codes are draws from its posterior q(z | x), a fresh one each
     # step: the second stage then models the aggregate posterior, the prior
     # the VAE's bound wants (Dai and Wipf, 2019), not the posterior means.
-    self.posterior_samples = models.get(first_config.model.name).family == "vae"
-    self.code_mean, self.code_std = self._code_statistics()
+    self.posterior_samples = models.get(first_stage.config.model.name).family == "vae"
+    if first_stage.code_mean is None:
+      first_stage.code_mean, first_stage.code_std = self._code_statistics(
+          first_stage.dataset)
+    self.code_mean = np.asarray(first_stage.code_mean, np.float32)
+    self.code_std = np.asarray(first_stage.code_std, np.float32)
     self.code_shape = tuple(self._encode_shape())
     entry = models.get(config.model.name)
     # A dense second stage (a flow prior) sees the codes flattened.
     self.flatten = getattr(entry.module, "vector_input", False)
     shape = (int(np.prod(self.code_shape)),) if self.flatten else self.code_shape
-    self.code_info = SourceInfo(f"{info.name}/codes", shape, "latent")
+    # The labels stay the images': a conditional second stage models the codes of each class.
+    self.code_info = SourceInfo(f"{info.name}/codes", shape, "latent", info.num_classes,
+                                tuple(info.class_names))
     self.inner = FAMILIES.get(entry.family)(self.config, self.code_info)
     # What the loop reads off a family.
     for name in ("eval_loss_key", "final_eval_differs", "curve_keys", "model"):
@@ -202,14 +236,14 @@ class Latent:
     """Per-example keys of the posterior draws (None: the code is deterministic)."""
     return example_keys(rng, batch["uid"]) if self.posterior_samples else None
 
-  def _code_statistics(self):
+  def _code_statistics(self, dataset):
     """Per-channel mean and std [1, ..., c] of the codes of up to 10,000 train images
-    (a VAE's: posterior draws, whose spread includes the posterior's own)."""
+    of `dataset` (a VAE's: posterior draws, whose spread includes the posterior's own)."""
     from gen.families.autoencoder import train_codes
     codes = train_codes(lambda p, batch: self._raw_codes(
         p, self.first_family.prepare(batch, None, train=False),
         self._code_keys(jax.random.PRNGKey(_STATISTICS_SEED), batch)), self.first_params,
-        self.first.dataset, _STATISTICS_IMAGES).astype(np.float64)
+        dataset, _STATISTICS_IMAGES).astype(np.float64)
     axes = tuple(range(codes.ndim - 1))
     mean = codes.mean(axis=axes, keepdims=True)
     std = np.maximum(codes.std(axis=axes, keepdims=True), 1e-6)
