@@ -16,6 +16,10 @@ Variants:
   :toy2d     an MLP pair on the ring of 8 Gaussians; mode coverage in results.json
              (--config.model.loss=minimax for the original, saturating game)
   :digits    8x8 digits, seconds; the tests run it
+  :cond      class-conditional: the generator sees a class embedding beside z,
+             the discriminator projects the label onto its features (Miyato
+             and Koyama, 2018); spectral normalization in D, as they train it
+  :cond_digits  the same on 8x8 digits; seconds
   :gpu       accelerator-sized: generator (256, 128), discriminator (128, 256),
              batch 256; not yet measured on an accelerator (experiments/device_suite.py;
              its PyTorch twin is experiments/benchmarks/torch_twins.py's dcgan_gpu)
@@ -38,6 +42,7 @@ def get_config(variant: str = ""):
   config.model.disc_steps = 1
   config.model.r1_weight = 0.0
   config.model.disc_learning_rate = 0.0  # 0 = config.optimizer.learning_rate
+  config.model.num_classes = 0  # > 0: class-conditional (:cond)
   config.train.batch_size = 64
   # ~4.7 epochs: what 2 CPU cores (~2-4 steps/s) give in half an hour.
   config.train.num_steps = 10_000
@@ -57,7 +62,7 @@ def get_config(variant: str = ""):
     config.data.toy2d.noise = 0.05
     config.model.name = "mlp_gan"
     del config.model.generator_channels, config.model.discriminator_channels
-    del config.model.generator_norm, config.model.conv_transpose_impl
+    del config.model.generator_norm, config.model.conv_transpose_impl, config.model.num_classes
     config.model.latent_dim = 2
     config.model.hidden_sizes = (128, 128, 128)
     config.model.activation = "relu"
@@ -74,11 +79,21 @@ def get_config(variant: str = ""):
     config.model.generator_channels = (32,)
     config.model.discriminator_channels = (32,)
     config.train.ema_decay = 0.9
+  elif variant in ("cond", "cond_digits"):
+    if variant == "cond_digits":
+      return _conditional(get_config("digits"))
+    return _conditional(config)
   elif variant == "gpu":
     config.model.generator_channels = (256, 128)
     config.model.discriminator_channels = (128, 256)
     config.train.batch_size = 256
   elif variant:
     raise ValueError(f"--config=configs/gan.py:{variant}: unknown variant; "
-                     f"valid: toy2d, digits, gpu (or none)")
+                     f"valid: toy2d, digits, cond, cond_digits, gpu (or none)")
+  return config
+
+
+def _conditional(config):
+  config.model.num_classes = 10
+  config.model.spectral_norm_iterations = 1
   return config

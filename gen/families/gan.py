@@ -16,7 +16,11 @@ Optional R1 penalty (Mescheder et al., 2018): config.model.r1_weight / 2 *
 E |grad_x l(x)|^2 on real data; optional spectral normalization of D
 (config.model.spectral_norm_iterations; its power-iteration vectors are
 carried between steps in params["spectral"], updated by D's phase and by no
-optimizer). With config.train.ema_decay > 0 an
+optimizer). With config.model.num_classes > 0 (DCGAN) both players are
+class-conditional: the generator sees a class embedding, the discriminator
+is a projection discriminator (Miyato and Koyama, 2018); generated examples
+in training take the labels of the real batch they are set against, so the
+classes are drawn as often as the data has them. With config.train.ema_decay > 0 an
 exponential moving average of the generator (only) samples; the
 discriminator is evaluated as trained.
 """
@@ -98,6 +102,20 @@ class GAN(Family):
   def disc_steps(self) -> int:
     return self.config.model.get("disc_steps", 1)
 
+  @property
+  def num_classes(self) -> int:
+    """Classes both players are conditioned on (0: unconditional)."""
+    return getattr(self.model, "num_classes", 0)
+
+  def labels_of(self, batch):
+    """The batch's int32 labels for a conditional GAN; None otherwise."""
+    return batch["label"].astype(jnp.int32) if self.num_classes else None
+
+  def balanced_labels(self, num: int):
+    """[num] labels 0, 1, ..., C-1, 0, ...: what unlabelled sampling of a
+    conditional GAN draws (None for an unconditional one)."""
+    return jnp.arange(num, dtype=jnp.int32) % self.num_classes if self.num_classes else None
+
   def check_config(self) -> list[str]:
     model, data = self.config.model, self.config.data
     if self.kind not in LOSSES:
@@ -115,6 +133,12 @@ class GAN(Family):
     if model.get("disc_learning_rate", 0.0) < 0:
       raise ValueError(f"config.model.disc_learning_rate={model.disc_learning_rate!r} must "
                        f"be >= 0 (0 = config.optimizer.learning_rate)")
+    classes = model.get("num_classes", 0)
+    if not isinstance(classes, int) or classes < 0:
+      raise ValueError(f"config.model.num_classes={classes!r} must be an integer >= 0")
+    if classes > (self.info.num_classes or 0):
+      raise ValueError(f"config.model.num_classes={classes}, but {data.name} has "
+                       f"{self.info.num_classes or 'no'} class labels")
     is_image = self.info.kind == "image"
     if is_image != (model.name == "dcgan"):
       raise ValueError(f"config.model.name={model.name!r} does not fit {self.info.name} "
@@ -131,7 +155,8 @@ class GAN(Family):
     (state, not parameters: no optimizer touches them)."""
     z = jnp.zeros((2, self.latent_dim), jnp.float32)
     x = jnp.zeros((2, *self.info.shape), jnp.float32)
-    variables = self.model.init(rng, z, x)
+    labels = jnp.zeros((2,), jnp.int32) if self.num_classes else None
+    variables = self.model.init(rng, z, x, labels)
     params = dict(variables["params"])
     if SPECTRAL_COLLECTION in variables:
       params["spectral"] = variables[SPECTRAL_COLLECTION]
@@ -154,11 +179,11 @@ class GAN(Family):
     return {name: tx[name].init(params[name]) for name in tx}
 
   # --- the players ---------------------------------------------------------------
-  def generate(self, generator_params, z, reference_rows: int = 0):
-    return self.apply_model({"params": {"generator": generator_params}}, z, reference_rows,
-                            method="generate")
+  def generate(self, generator_params, z, labels=None, reference_rows: int = 0):
+    return self.apply_model({"params": {"generator": generator_params}}, z, labels,
+                            reference_rows, method="generate")
 
-  def generate_fixed(self, generator_params, z):
+  def generate_fixed(self, generator_params, z, labels=None):
     """Images of z that do not depend on the batch they are drawn in.
 
     With batch norm in the generator, the statistics come from a fixed
@@ -167,23 +192,28 @@ class GAN(Family):
     each latent one image whatever the evaluation or sampling batch size.
     """
     if not self.model.batch_dependent:
-      return self.generate(generator_params, z)
+      return self.generate(generator_params, z, labels)
     rows = self.config.train.batch_size
     reference = self.noise(jax.random.PRNGKey(_REFERENCE_SEED), rows).astype(z.dtype)
-    out = self.generate(generator_params, jnp.concatenate([reference, z]), rows)
+    if labels is not None:
+      # The reference batch draws the classes in turn, as training's batches
+      # draw them in the data's proportions (balanced here).
+      labels = jnp.concatenate([self.balanced_labels(rows), labels.astype(jnp.int32)])
+    out = self.generate(generator_params, jnp.concatenate([reference, z]), labels, rows)
     return out[rows:]
 
-  def discriminate(self, params, x, update: bool = False):
-    """Logits [b] of D for x; with `update`, also the new "spectral" state."""
+  def discriminate(self, params, x, labels=None, update: bool = False):
+    """Logits [b] of D for x (of classes `labels` when conditional); with
+    `update`, also the new "spectral" state."""
     variables = {"params": {"discriminator": params["discriminator"]}}
     spectral = params.get("spectral")
     if spectral is not None:
       variables[SPECTRAL_COLLECTION] = spectral
     if update and spectral is not None:
-      logits, changed = self.apply_model(variables, x, True, method="discriminate",
+      logits, changed = self.apply_model(variables, x, labels, True, method="discriminate",
                                          mutable=[SPECTRAL_COLLECTION])
       return logits, changed[SPECTRAL_COLLECTION]
-    logits = self.apply_model(variables, x, False, method="discriminate")
+    logits = self.apply_model(variables, x, labels, False, method="discriminate")
     return (logits, spectral) if update else logits
 
   def noise(self, rng, count: int, temperature=1.0):
@@ -196,8 +226,9 @@ class GAN(Family):
     return jax.vmap(lambda key: jax.random.normal(key, (self.latent_dim,)))(keys)
 
   # --- the two phases of a step ----------------------------------------------------
-  def discriminator_phase(self, params, opt_state, real, rng, tx):
-    """One discriminator update against fresh generated examples.
+  def discriminator_phase(self, params, opt_state, real, rng, tx, labels=None):
+    """One discriminator update against fresh generated examples (of the
+    real examples' classes `labels`, when conditional).
 
     Returns (discriminator params, its optimizer state, spectral state,
     metrics, gradients); the generator's parameters are read, never changed.
@@ -205,20 +236,21 @@ class GAN(Family):
     iteration advances once per update.
     """
     fake = jax.lax.stop_gradient(self.generate(params["generator"],
-                                               self.noise(rng, real.shape[0])))
+                                               self.noise(rng, real.shape[0]), labels))
     r1_weight = self.config.model.get("r1_weight", 0.0)
     count = real.shape[0]
+    both_labels = None if labels is None else jnp.concatenate([labels, labels])
 
     def loss_fn(disc):
       current = dict(params, discriminator=disc)
       logits, spectral = self.discriminate(current, jnp.concatenate([real, fake]),
-                                           update=True)
+                                           both_labels, update=True)
       real_logits, fake_logits = logits[:count], logits[count:]
       loss = jnp.mean(discriminator_loss(self.kind, real_logits, fake_logits))
       metrics = {"d_loss": loss, "d_real": jnp.mean(jax.nn.sigmoid(real_logits)),
                  "d_fake": jnp.mean(jax.nn.sigmoid(fake_logits))}
       if r1_weight:
-        grad_x = jax.grad(lambda x: jnp.sum(self.discriminate(current, x)))(real)
+        grad_x = jax.grad(lambda x: jnp.sum(self.discriminate(current, x, labels)))(real)
         penalty = jnp.mean(jnp.sum(jnp.square(grad_x.reshape(count, -1)), axis=1))
         metrics["r1_penalty"] = penalty
         loss = loss + 0.5 * r1_weight * penalty
@@ -230,15 +262,17 @@ class GAN(Family):
     disc = jax.tree_util.tree_map(jnp.add, params["discriminator"], updates)
     return disc, disc_opt, spectral, metrics, grads
 
-  def generator_phase(self, params, opt_state, rng, count: int, tx):
-    """One generator update through the current discriminator.
+  def generator_phase(self, params, opt_state, rng, count: int, tx, labels=None):
+    """One generator update through the current discriminator (its examples
+    of classes `labels` when conditional).
 
     Returns (generator params, its optimizer state, metrics, gradients); the
     discriminator's parameters are read, never changed.
     """
 
     def loss_fn(gen):
-      fake_logits = self.discriminate(params, self.generate(gen, self.noise(rng, count)))
+      fake = self.generate(gen, self.noise(rng, count), labels)
+      fake_logits = self.discriminate(params, fake, labels)
       return jnp.mean(generator_loss(self.kind, fake_logits)), fake_logits
 
     (loss, _), grads = jax.value_and_grad(loss_fn, has_aux=True)(params["generator"])
@@ -252,18 +286,21 @@ class GAN(Family):
     real = self.prepare(batch, data_rng, train=True)
     steps = self.disc_steps
     parts = real.reshape(steps, real.shape[0] // steps, *real.shape[1:])
+    labels = self.labels_of(batch)
+    label_parts = None if labels is None else labels.reshape(steps, -1)
     params, opt_state = dict(state.params), dict(state.opt_state)
     disc_metrics, disc_grads = [], []
     for index in range(steps):
       disc, disc_opt, spectral, metrics, grads = self.discriminator_phase(
-          params, opt_state, parts[index], jax.random.fold_in(disc_rng, index), tx)
+          params, opt_state, parts[index], jax.random.fold_in(disc_rng, index), tx,
+          None if label_parts is None else label_parts[index])
       params["discriminator"], opt_state["discriminator"] = disc, disc_opt
       if spectral is not None:
         params["spectral"] = spectral
       disc_metrics.append(metrics)
       disc_grads.append(grads)
     gen, gen_opt, gen_metrics, gen_grads = self.generator_phase(
-        params, opt_state, gen_rng, real.shape[0], tx)
+        params, opt_state, gen_rng, real.shape[0], tx, labels)
     params["generator"], opt_state["generator"] = gen, gen_opt
     # The discriminator's numbers are those of its last update in the step.
     metrics = dict(disc_metrics[-1], **gen_metrics)
@@ -287,8 +324,11 @@ class GAN(Family):
     not depend on the evaluation batch size, and a split of n examples sees n
     latents."""
     real = self.prepare(batch, rng, train=False)
-    fake = self.generate_fixed(params["generator"], self.example_noise(rng, batch["uid"]))
-    logits = self.discriminate(params, jnp.concatenate([real, fake]))
+    labels = self.labels_of(batch)
+    fake = self.generate_fixed(params["generator"], self.example_noise(rng, batch["uid"]),
+                               labels)
+    both_labels = None if labels is None else jnp.concatenate([labels, labels])
+    logits = self.discriminate(params, jnp.concatenate([real, fake]), both_labels)
     real_logits, fake_logits = logits[:real.shape[0]], logits[real.shape[0]:]
     g_loss = generator_loss(self.kind, fake_logits)
     metrics = {"loss": g_loss, "g_loss": g_loss,
@@ -303,13 +343,28 @@ class GAN(Family):
     return metrics
 
   def anomaly_scores(self, params, batch, rng):
-    """The discriminator's logit, negated: how unlike the training data D finds x."""
+    """The discriminator's logit, negated: how unlike the training data D finds x.
+    A conditional D scores x as the class it finds most real (the label of an
+    out-of-distribution image means nothing)."""
     real = self.prepare(batch, rng, train=False)
-    return {"discriminator_logit_negated": -self.discriminate(params, real)}
+    if not self.num_classes:
+      return {"discriminator_logit_negated": -self.discriminate(params, real)}
+    per_class = [self.discriminate(params, real, jnp.full((real.shape[0],), c, jnp.int32))
+                 for c in range(self.num_classes)]
+    return {"discriminator_logit_negated": -jnp.max(jnp.stack(per_class), axis=0)}
 
-  def sample(self, params, rng, num: int, temperature=1.0):
-    """[num, *shape]: images in [0, 1] or points; temperature scales z."""
-    out = self.generate_fixed(params["generator"], self.noise(rng, num, temperature))
+  def sample(self, params, rng, num: int, temperature=1.0, labels=None):
+    """[num, *shape]: images in [0, 1] or points; temperature scales z. A
+    conditional GAN draws image i of class labels[i] (default: the classes in
+    turn)."""
+    if labels is None:
+      labels = self.balanced_labels(num)
+    elif not self.num_classes:
+      raise ValueError("class labels asked of an unconditional GAN "
+                       "(config.model.num_classes=0)")
+    else:
+      labels = jnp.asarray(labels, jnp.int32)
+    out = self.generate_fixed(params["generator"], self.noise(rng, num, temperature), labels)
     if self.info.kind == "image":
       return jnp.clip(to_unit(out, "symmetric"), 0.0, 1.0)
     return out

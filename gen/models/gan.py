@@ -91,8 +91,8 @@ def _normalize(kind: str, x, reference_rows: int):
 class _Pair(nn.Module):
   """Shared by both pairs: `__call__` touches every parameter once (for init)."""
 
-  def __call__(self, z, x):
-    return self.generate(z), self.discriminate(x)
+  def __call__(self, z, x, labels=None):
+    return self.generate(z, labels), self.discriminate(x, labels)
 
 
 class _ConvGenerator(nn.Module):
@@ -100,13 +100,18 @@ class _ConvGenerator(nn.Module):
   channels: Sequence[int]
   norm: str
   conv_transpose_impl: str
+  num_classes: int = 0
   dtype: Any = jnp.float32
 
   @nn.compact
-  def __call__(self, z, reference_rows: int = 0):
+  def __call__(self, z, labels=None, reference_rows: int = 0):
     height, width, out_channels = self.data_shape
     ups = len(self.channels)
     start_h, start_w = height // 2 ** ups, width // 2 ** ups
+    if self.num_classes:
+      # A learned class embedding beside z (the width of z) feeds the first layer.
+      embedding = nn.Embed(self.num_classes, z.shape[-1], name="class_embedding")
+      z = jnp.concatenate([z, embedding(labels).astype(z.dtype)], axis=-1)
     x = nn.Dense(start_h * start_w * self.channels[0] * 2, dtype=self.dtype)(z)
     x = x.reshape(z.shape[0], start_h, start_w, self.channels[0] * 2)
     x = nn.relu(_normalize(self.norm, x, reference_rows))
@@ -119,16 +124,28 @@ class _ConvGenerator(nn.Module):
 class _ConvDiscriminator(nn.Module):
   channels: Sequence[int]
   spectral_norm_iterations: int
+  num_classes: int = 0
   dtype: Any = jnp.float32
 
   @nn.compact
-  def __call__(self, x, update: bool = False):
+  def __call__(self, x, labels=None, update: bool = False):
     iterations = self.spectral_norm_iterations
     for width in self.channels:
       conv = nn.Conv(width, (4, 4), strides=(2, 2), padding="SAME", dtype=self.dtype)
       x = nn.leaky_relu(maybe_spectral_norm(conv, iterations, x, update), 0.2)
-    x = x.reshape(x.shape[0], -1)
-    return maybe_spectral_norm(nn.Dense(1, dtype=self.dtype), iterations, x, update)[:, 0]
+    features = x.reshape(x.shape[0], -1)
+    logits = maybe_spectral_norm(nn.Dense(1, dtype=self.dtype), iterations, features,
+                                 update)[:, 0]
+    if not self.num_classes:
+      return logits
+    # The projection discriminator (Miyato and Koyama, 2018): the logit gains
+    # <V y, phi(x)>. V y is a bias-free dense layer on the one-hot label (one
+    # row of V), so spectral normalization applies to V as to every kernel.
+    one_hot = jax.nn.one_hot(labels, self.num_classes, dtype=features.dtype)
+    projection = nn.Dense(features.shape[-1], use_bias=False, dtype=self.dtype,
+                          name="class_projection")
+    embedded = maybe_spectral_norm(projection, iterations, one_hot, update)
+    return logits + jnp.sum(embedded * features, axis=-1)
 
 
 @register("dcgan", family="gan")
@@ -151,6 +168,9 @@ class DCGAN(_Pair):
   spectral_norm_iterations: int = 0
   # gen.models.layers.ConvTranspose: "phases" is the fast one on CPU.
   conv_transpose_impl: str = "phases"
+  # > 0: class-conditional; the generator sees a class embedding beside z,
+  # the discriminator projects the label onto its features.
+  num_classes: int = 0
   dtype: Any = jnp.float32
 
   def setup(self):
@@ -165,24 +185,28 @@ class DCGAN(_Pair):
           f"size {len(self.generator_channels)} times, so the image side must be divisible "
           f"by {factor}; {height}x{width} is not")
     self.generator = _ConvGenerator(tuple(self.data_shape), tuple(self.generator_channels),
-                                    self.generator_norm, self.conv_transpose_impl, self.dtype)
+                                    self.generator_norm, self.conv_transpose_impl,
+                                    self.num_classes, self.dtype)
     self.discriminator = _ConvDiscriminator(tuple(self.discriminator_channels),
-                                            self.spectral_norm_iterations, self.dtype)
+                                            self.spectral_norm_iterations, self.num_classes,
+                                            self.dtype)
 
   @property
   def batch_dependent(self) -> bool:
     """Whether a generated image depends on the rest of its batch (batch norm)."""
     return self.generator_norm == "batch"
 
-  def generate(self, z, reference_rows: int = 0):
-    """z: [b, latent_dim] -> images [b, h, w, c] in [-1, 1]; normalization
-    statistics from the first `reference_rows` rows when > 0."""
-    return self.generator(z, reference_rows)
+  def generate(self, z, labels=None, reference_rows: int = 0):
+    """z: [b, latent_dim] (and labels [b] when conditional) -> images
+    [b, h, w, c] in [-1, 1]; normalization statistics from the first
+    `reference_rows` rows when > 0."""
+    return self.generator(z, labels, reference_rows)
 
-  def discriminate(self, x, update: bool = False):
-    """x: [b, h, w, c] in [-1, 1] -> logits [b] (real > 0); `update` advances
-    the spectral normalization's power iteration (collection "spectral")."""
-    return self.discriminator(x, update)
+  def discriminate(self, x, labels=None, update: bool = False):
+    """x: [b, h, w, c] in [-1, 1] (and labels [b] when conditional) -> logits
+    [b] (real > 0); `update` advances the spectral normalization's power
+    iteration (collection "spectral")."""
+    return self.discriminator(x, labels, update)
 
 
 class _MLP(nn.Module):
@@ -221,11 +245,14 @@ class MLPGAN(_Pair):
 
   batch_dependent = False
 
-  def generate(self, z, reference_rows: int = 0):
+  num_classes = 0  # toy2d has no labels
+
+  def generate(self, z, labels=None, reference_rows: int = 0):
     """z: [b, latent_dim] -> points [b, dims]."""
-    del reference_rows  # no batch statistics
+    del labels, reference_rows  # unconditional; no batch statistics
     return self.generator(z)
 
-  def discriminate(self, x, update: bool = False):
+  def discriminate(self, x, labels=None, update: bool = False):
     """x: [b, dims] -> logits [b]."""
+    del labels
     return self.discriminator(x, update)[:, 0]
