@@ -12,6 +12,9 @@ A bundle folder holds
                       data's shape, kind and classes), the step, the format;
   README.md           a model card: family, data, steps, test metrics and how
                       they were measured, the command that trains it again.
+A latent model's bundle also holds its first stage, itself a bundle, in
+first_stage/, and code_statistics.safetensors: the per-channel mean and std
+that standardize the first stage's codes.
 
 Sampling draws image i from fold_in(PRNGKey(seed), i): the same seed gives
 the same images whatever the batch size or the number of devices.
@@ -36,6 +39,7 @@ from gen.errors import UserError
 
 FORMAT = 1
 _PARAMS, _CONFIG, _INFO, _CARD = "params.safetensors", "config.json", "bundle.json", "README.md"
+_FIRST_STAGE, _CODE_STATISTICS = "first_stage", "code_statistics.safetensors"
 
 
 @dataclasses.dataclass
@@ -127,11 +131,15 @@ def export(workdir: str, out: str) -> str:
   from safetensors.numpy import save_file
 
   from gen import restore
+  from gen.families import latent
   run = restore.load_run(workdir)
-  if run.config.get("latent") and run.config.latent.get("first_stage"):
-    raise UserError(f"{workdir}: a latent model's bundle would need its first stage "
-                    f"({run.config.latent.first_stage_workdir}) inside it; not supported yet")
   os.makedirs(out, exist_ok=True)
+  if latent.is_latent(run.config):
+    # The first stage travels inside: a bundle of its own, and the statistics
+    # its codes were standardized with (they came from its train data).
+    export(run.config.latent.first_stage_workdir, os.path.join(out, _FIRST_STAGE))
+    save_file({"mean": run.family.code_mean, "std": run.family.code_std},
+              os.path.join(out, _CODE_STATISTICS))
   save_file(_flatten(run.params), os.path.join(out, _PARAMS),
             metadata={"format": str(FORMAT), "step": str(run.step)})
   with open(os.path.join(out, _CONFIG), "w") as file:
@@ -210,8 +218,25 @@ def load(path: str, config_overrides: dict | None = None) -> Bundle:
   data = meta["data"]
   info = SourceInfo(data["name"], tuple(data["shape"]), data["kind"], data["num_classes"],
                     tuple(data.get("class_names", ())))
-  family = families.make(config, info)
+  family = _make_family(path, config, info)
   params = traverse_util.unflatten_dict(
       {tuple(key.split("/")): value for key, value in load_file(
           os.path.join(path, _PARAMS)).items()})
   return Bundle(path, config, family, params, info, meta["step"])
+
+
+def _make_family(path: str, config: ml_collections.ConfigDict, info: SourceInfo):
+  """The bundle's family; a latent model's built on the first stage inside it."""
+  from gen.families import latent
+  if not latent.is_latent(config):
+    return families.make(config, info)
+  from safetensors.numpy import load_file
+  statistics_path = os.path.join(path, _CODE_STATISTICS)
+  if not os.path.exists(statistics_path):
+    raise UserError(f"{path}: a latent model's bundle without {_CODE_STATISTICS}; "
+                    f"export it again with experiments/export.py")
+  first = load(os.path.join(path, _FIRST_STAGE))
+  statistics = load_file(statistics_path)
+  stage = latent.FirstStage(first.family, first.params, first.config, first.step,
+                            statistics["mean"], statistics["std"])
+  return latent.Latent(config, info, stage)

@@ -68,3 +68,25 @@ def test_an_autoencoder_samples_from_its_run_and_says_why_not_from_a_bundle(tmp_
   assert refused.returncode != 0 and "draws no samples" in refused.stderr
   with pytest.raises(UserError, match="not a bundle"):
     bundle.load(str(tmp_path))
+
+
+def test_a_latent_models_bundle_carries_its_first_stage(tmp_path):
+  """Both stages and the code statistics travel in the bundle: with the run's
+  folders gone, the bundle draws the run's images."""
+  workdir = tmp_path / "latent"
+  first = tmp_path / "first"
+  train_in_process("configs/latent.py:digits", workdir,
+                   f"--config.latent.first_stage_workdir={first}",
+                   "--config.train.num_steps=10", "--config.eval.num_images=0",
+                   "--config.eval.fid_samples=0")
+  run = restore.load_run(str(workdir))
+  images = bundle.draw(run.family, run.params, 6, seed=2, batch_size=4)
+  exported = bundle.export(str(workdir), str(tmp_path / "bundle"))
+  assert os.path.exists(os.path.join(exported, "first_stage", "params.safetensors"))
+  shutil.rmtree(workdir)
+  shutil.rmtree(first)
+  loaded = bundle.load(exported)
+  np.testing.assert_array_equal(loaded.sample(6, seed=2, batch_size=3), images)
+  os.remove(os.path.join(exported, "code_statistics.safetensors"))
+  with pytest.raises(UserError, match="code_statistics.safetensors"):
+    bundle.load(exported)
