@@ -119,3 +119,32 @@ def test_every_family_trains_on_32x32_rgb_cifar10_by_name(tmp_path, config_file,
                                *extra)
   assert results["step"] == 4
   assert all(np.isfinite(v) for v in results["test"].values()), results["test"]
+
+
+def test_unlabelled_images_get_inception_fd_or_say_why_not(tmp_path):
+  """No labels, no classifier to train: FD in the FID Inception's features
+  where config.eval.inception_weights names them (random weights here), else
+  the report says what to set."""
+  from tests.test_inception import _fake_state_dict
+  labelled = _photo_crops(tmp_path / "photos", per_class=30)
+  folder = tmp_path / "loose"
+  folder.mkdir()
+  for name in ("china", "flower"):
+    for file in os.listdir(labelled / name):
+      os.rename(labelled / name / file, folder / f"{name}_{file}")
+  common = ("--config.data.name=image_folder", f"--config.data.dir={folder}",
+            "--config.data.image_size=16", "--config.data.validation_size=12",
+            "--config.train.num_steps=5", "--config.eval.num_images=0",
+            "--config.eval.fid_samples=10", "--config.eval.pr_neighbours=3", *_NO_ATTENTION)
+  results = train_in_process("configs/flow_matching.py:digits", tmp_path / "plain", *common)
+  why = results["sample_quality"]["skipped"]
+  assert "no class labels" in why and "config.eval.inception_weights" in why
+  weights = tmp_path / "inception_fid.npz"
+  np.savez(weights, **_fake_state_dict())
+  results = train_in_process("configs/flow_matching.py:digits", tmp_path / "inception", *common,
+                             f"--config.eval.inception_weights={weights}")
+  quality = results["sample_quality"]
+  assert quality["classifier"].startswith("FID Inception-v3")
+  assert quality["num_samples"] == 10
+  assert np.isfinite(quality["fid"]) and np.isfinite(quality["fid_val_vs_test"])
+  assert "class_histogram" not in quality

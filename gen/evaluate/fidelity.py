@@ -24,7 +24,9 @@ The feature space is the penultimate layer of a classifier trained on the
 dataset (configs/classifier.py, experiments/train_classifier.py), which the
 caller loads and hands in (gen.families.classifier.find_classifier). With
 config.eval.inception_weights set, Inception-v3 features give an Inception
-FID through the same code.
+FID through the same code; for data without labels (no classifier can be
+trained) they are the feature space itself, and without weights the report
+says why nothing is measured.
 """
 
 from __future__ import annotations
@@ -255,6 +257,28 @@ def reconstruction_quality(reconstruct_fn: Callable, dataset, config, classifier
   return result
 
 
+def class_report(classifier, samples, test, test_labels, dataset) -> dict:
+  """The classifier's accuracy on the test images, and the class histogram of
+  the samples against its labels of the test images and the train labels."""
+  classes = dataset.info.num_classes
+  sample_labels = classifier(samples)[1]
+  test_predicted = classifier(test)[1]
+  sample_hist, test_hist = histogram(sample_labels, classes), histogram(test_predicted, classes)
+  train_hist = histogram(dataset.train_source.take(dataset.train.rows)["label"], classes)
+  return {
+      "classifier_test_accuracy": float(np.mean(test_predicted == test_labels)),
+      "class_histogram": {
+          "classes": list(dataset.info.class_names) or list(range(classes)),
+          "samples": sample_hist.round(4).tolist(),
+          "test_predicted": test_hist.round(4).tolist(),
+          "train_labels": train_hist.round(4).tolist(),
+          # Classes with at least half the share the classifier gives them on test images.
+          "classes_covered": int(np.sum(sample_hist >= 0.5 * test_hist)),
+          "total_variation_to_test": total_variation(sample_hist, test_hist),
+          "total_variation_to_train": total_variation(sample_hist, train_hist),
+      }}
+
+
 def sample_quality(sample_fn: Callable, params, dataset, config: ml_collections.ConfigDict,
                    classifier, to_pixels: Callable = unit_to_pixels,
                    stop: Callable | None = None) -> dict:
@@ -293,30 +317,20 @@ def sample_quality(sample_fn: Callable, params, dataset, config: ml_collections.
   result.update(compare(lambda x: classifier(x)[0], test, sets,
                         config.eval.pr_neighbours, config.seed))
   classes = info.num_classes
-  sample_labels = classifier(samples)[1]
-  test_predicted = classifier(test)[1]
-  sample_hist, test_hist = histogram(sample_labels, classes), histogram(test_predicted, classes)
-  train_hist = histogram(dataset.train_source.take(dataset.train.rows)["label"], classes)
-  result["classifier_test_accuracy"] = float(np.mean(test_predicted == test_labels))
-  result["class_histogram"] = {
-      "classes": list(info.class_names) or list(range(classes)),
-      "samples": sample_hist.round(4).tolist(),
-      "test_predicted": test_hist.round(4).tolist(),
-      "train_labels": train_hist.round(4).tolist(),
-      # Classes with at least half the share the classifier gives them on test images.
-      "classes_covered": int(np.sum(sample_hist >= 0.5 * test_hist)),
-      "total_variation_to_test": total_variation(sample_hist, test_hist),
-      "total_variation_to_train": total_variation(sample_hist, train_hist),
-  }
-  if config.eval.inception_weights:
+  if classes:
+    result.update(class_report(classifier, samples, test, test_labels, dataset))
+  inception_features = getattr(classifier, "is_inception", False)
+  if config.eval.inception_weights and not inception_features:
     from gen.evaluate import inception
     inception_fn = inception.load_feature_fn(config.eval.inception_weights)
     inception_result = compare(lambda x: inception_fn(x.astype(np.float32) / 255.0), test,
                                sets, config.eval.pr_neighbours, config.seed)
     result["inception"] = {k: v for k, v in inception_result.items() if "fid" in k}
-  logging.info("sample quality (%d samples, classifier features): FID %.3f (baseline, "
-               "validation vs test: %.3f), KID %.4f, precision %.3f, recall %.3f, classes "
-               "covered %d/%d", num, result["fid"], result["fid_val_vs_test"], result["kid"],
-               result["precision"], result["recall"],
-               result["class_histogram"]["classes_covered"], classes)
+  covered = (f", classes covered {result['class_histogram']['classes_covered']}/{classes}"
+             if classes else "")
+  logging.info("sample quality (%d samples, %s features): FID %.3f (baseline, validation "
+               "vs test: %.3f), KID %.4f, precision %.3f, recall %.3f%s", num,
+               "Inception" if inception_features else "classifier", result["fid"],
+               result["fid_val_vs_test"], result["kid"], result["precision"], result["recall"],
+               covered)
   return result

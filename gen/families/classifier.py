@@ -133,6 +133,26 @@ class ClassifierFeatures:
     return np.concatenate(features), np.concatenate(labels)
 
 
+class InceptionFeatures:
+  """The FID Inception-v3's pool features, for data without labels.
+
+  The same interface as ClassifierFeatures: `__call__(pixels)` gives
+  features [n, 2048] and labels (all 0: one class, nothing is predicted);
+  every train image is unseen by this network.
+  """
+
+  def __init__(self, weights: str, dataset, batch_size: int = 100):
+    from gen.evaluate import inception
+    self._features = inception.load_feature_fn(weights, batch_size)
+    self.workdir, self.step = f"FID Inception-v3 ({weights})", 0
+    self.unseen_rows = np.arange(len(dataset.train_source))
+    self.is_inception = True
+
+  def __call__(self, pixels: np.ndarray):
+    return (self._features(np.asarray(pixels, np.float32) / 255.0),
+            np.zeros(len(pixels), np.int64))
+
+
 def find_classifier(config: ml_collections.ConfigDict, dataset):
   """The classifier config.eval.classifier names, or (None, why not).
 
@@ -141,6 +161,15 @@ def find_classifier(config: ml_collections.ConfigDict, dataset):
   error.
   """
   setting, info = config.eval.classifier, dataset.info
+  if not info.num_classes:
+    # No labels, no classifier to train: Inception features where the user
+    # has the weights (they cannot be downloaded here).
+    if config.eval.get("inception_weights"):
+      return InceptionFeatures(config.eval.inception_weights, dataset), ""
+    return None, (f"{info.name} has no class labels, so no classifier can be trained for "
+                  f"its feature space; set config.eval.inception_weights to the FID "
+                  f"Inception-v3 weights (gen/evaluate/inception.py says where they come "
+                  f"from) for FD in Inception features")
   if not setting:
     return None, "config.eval.classifier is empty"
   workdir = default_classifier_dir(info.name) if setting == "auto" else setting
