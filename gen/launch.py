@@ -88,11 +88,28 @@ def initialize_distributed() -> None:
   # TPUs have their own and ignore this.
   jax.config.update("jax_cpu_collectives_implementation", "gloo")
   jax.distributed.initialize(**kwargs)
+  if jax.default_backend() == "cpu" and jax.process_count() > 1:
+    _without_persistent_cache()
   if jax.process_index() != 0:
     # Every process computes; process 0 reports. The others log warnings only.
     logging.set_verbosity(logging.WARNING)
   logging.warning("process %d of %d; %d local / %d global devices", jax.process_index(),
                   jax.process_count(), jax.local_device_count(), jax.device_count())
+
+
+def _without_persistent_cache() -> None:
+  """Turns JAX's persistent compilation cache off for this process.
+
+  Under jax 0.12.1, CPU processes that read their train step from a warm
+  cache (JAX_COMPILATION_CACHE_DIR) waited in its first gloo collective
+  forever; with the cache off, the same job trains (tests/test_multiprocess.py
+  hung, then passed). A multi-process CPU job compiles afresh instead.
+  """
+  if jax.config.jax_enable_compilation_cache and jax.config.jax_compilation_cache_dir:
+    logging.warning("multi-process CPU job: JAX's persistent compilation cache (%s) is not "
+                    "used: under jax 0.12 its programs hung in the first collective",
+                    jax.config.jax_compilation_cache_dir)
+  jax.config.update("jax_enable_compilation_cache", False)
 
 
 def run(work: Callable[[], Any]) -> Any:
