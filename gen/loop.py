@@ -328,6 +328,7 @@ def _train_and_evaluate(config, workdir: str, devices, auto_settings: dict) -> d
       return {"step": int(state.step), "preempted": True}
 
     final_step = int(state.step)
+    final_start = time.time()
     try:
       if not val_metrics:  # a finished run started again: evaluate what it has
         val_metrics = evaluate_split(eval_fn, state.eval_params(), dataset, "val",
@@ -367,6 +368,11 @@ def _train_and_evaluate(config, workdir: str, devices, auto_settings: dict) -> d
              "timing": _timing(train_seconds, first_call_seconds, final_step - start_step,
                                per_call, config.train.batch_size),
              **report}
+  # What the end of a run costs beside training: the test split (a VAE's
+  # importance-weighted bounds), samples, pictures and sample quality.
+  final_seconds = time.time() - final_start
+  results["timing"]["final_evaluation_seconds"] = final_seconds
+  logging.info("final evaluation: %s", _format_seconds(final_seconds))
   if checkpoints.set_aside:
     results["damaged_checkpoints_set_aside"] = checkpoints.set_aside
   if auto_settings:

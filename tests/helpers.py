@@ -123,6 +123,7 @@ def check_stop_and_resume(config_file: str, tmp_path, overrides, num_steps: int 
                             "--config.eval.fid_samples=0")
   # It trained the second half only: it started from the half-way checkpoint.
   assert second["step"] == num_steps and second["timing"]["steps_this_session"] == half, second
+  assert second["timing"]["final_evaluation_seconds"] > 0, second["timing"]
   for a, b in zip(checkpoint_leaves(straight), checkpoint_leaves(stopped), strict=True):
     np.testing.assert_array_equal(a, b)
   return results
