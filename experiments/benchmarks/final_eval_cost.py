@@ -10,7 +10,8 @@ each config is run by experiments/main.py for one training step in a fresh
 folder, and the table gives its results.json's timing.final_evaluation_seconds
 (which includes compiling the evaluation programs, as a real run's end does),
 with the settings that drive it. Nothing else should run on the machine.
-A latent model's first stage trains for one step too (in the same folder).
+A latent model needs a finished first stage: --first_stage_workdir (else its
+full first stage trains first, beside the run, untimed).
 """
 
 from __future__ import annotations
@@ -35,15 +36,16 @@ _CONFIGS = flags.DEFINE_list(
     "Config files (with :variant) to measure.")
 _OUT = flags.DEFINE_string("out", "", "Also write the table to this markdown file.")
 _TIMEOUT = flags.DEFINE_integer("timeout", 3600, "Seconds per config before giving up.")
+_FIRST_STAGE = flags.DEFINE_string("first_stage_workdir", "",
+                                   "A finished first stage for configs/latent.py configs.")
 
 
 def measure(config: str, folder: str) -> dict:
   workdir = os.path.join(folder, config.replace("/", "_").replace(":", "_"))
   command = [sys.executable, os.path.join(ROOT, "experiments", "main.py"), f"--config={config}",
              f"--workdir={workdir}", "--config.train.num_steps=1"]
-  if config.startswith("configs/latent.py"):
-    # Its first stage: one step too, not its full run.
-    command.append(f"--config.latent.first_stage_workdir={workdir}_first_stage")
+  if config.startswith("configs/latent.py") and _FIRST_STAGE.value:
+    command.append(f"--config.latent.first_stage_workdir={_FIRST_STAGE.value}")
   start = time.perf_counter()
   result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True,
                           timeout=_TIMEOUT.value)
