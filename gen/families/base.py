@@ -245,3 +245,9 @@ def apply_if_finite(state: TrainState, params, opt_state, loss, grads, metrics: 
   return state.replace(step=state.step + 1, params=params, opt_state=opt_state,
                        skipped_updates=state.skipped_updates + (~finite).astype(jnp.int32),
                        ema_params=ema), metrics
+
+
+def balanced_labels(num: int, num_classes: int):
+  """[num] class labels 0, 1, ..., C-1, 0, 1, ...: what sampling a conditional
+  model without asked-for labels draws (None for an unconditional one, C = 0)."""
+  return jnp.arange(num, dtype=jnp.int32) % num_classes if num_classes else None

@@ -52,7 +52,7 @@ from gen.diffusion.samplers import (SAMPLERS, ancestral_sample, ddim_sample,  # 
                                     ddim_timesteps)
 from gen.evaluate import sampling
 from gen.families import FAMILIES
-from gen.families.base import Family, interleave_rows
+from gen.families.base import Family, balanced_labels, interleave_rows
 from gen.train import sharding
 
 # Forward-process noise levels (fractions of the way to noise) at which
@@ -147,7 +147,7 @@ class DDPM(Family):
   def balanced_labels(self, num: int):
     """[num] class labels 0, 1, ..., C-1, 0, 1, ...: what unlabelled sampling
     of a conditional model draws (None for an unconditional one)."""
-    return jnp.arange(num, dtype=jnp.int32) % self.num_classes if self.num_classes else None
+    return balanced_labels(num, self.num_classes)
 
   @property
   def sampler_name(self) -> str:

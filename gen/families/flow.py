@@ -23,7 +23,7 @@ import numpy as np
 from gen.data import to_pixels
 from gen.evaluate import likelihood, plots, sampling
 from gen.families import FAMILIES
-from gen.families.base import Family, example_keys
+from gen.families.base import Family, balanced_labels, example_keys
 from gen.train import sharding
 
 
@@ -239,7 +239,7 @@ class Flow(Family):
     z = temperature * jax.random.normal(rng, (num, self.num_dims))
     if self.num_classes:
       if labels is None:
-        labels = jnp.arange(num, dtype=jnp.int32) % self.num_classes
+        labels = balanced_labels(num, self.num_classes)
       mean, log_scale = self.apply_model({"params": params}, method="prior_parameters")
       z = mean[labels] + jnp.exp(log_scale[labels]) * z
     elif labels is not None:

@@ -36,7 +36,7 @@ import numpy as np
 from gen.data import to_unit
 from gen.evaluate import plots, sampling
 from gen.families import FAMILIES
-from gen.families.base import Family, apply_if_finite, example_keys
+from gen.families.base import Family, balanced_labels, apply_if_finite, example_keys
 from gen.models.gan import SPECTRAL_COLLECTION
 from gen.train import optim, sharding
 from gen.train.state import ema_update
@@ -114,7 +114,7 @@ class GAN(Family):
   def balanced_labels(self, num: int):
     """[num] labels 0, 1, ..., C-1, 0, ...: what unlabelled sampling of a
     conditional GAN draws (None for an unconditional one)."""
-    return jnp.arange(num, dtype=jnp.int32) % self.num_classes if self.num_classes else None
+    return balanced_labels(num, self.num_classes)
 
   def check_config(self) -> list[str]:
     model, data = self.config.model, self.config.data

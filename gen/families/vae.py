@@ -28,7 +28,7 @@ import numpy as np
 from gen.data import to_unit
 from gen.evaluate import likelihood, plots, sampling
 from gen.families import FAMILIES
-from gen.families.base import Family, example_keys, interleave_rows
+from gen.families.base import Family, balanced_labels, example_keys, interleave_rows
 from gen.models.vae import decoder_outputs
 from gen.train import sharding
 
@@ -296,7 +296,7 @@ class VAE(Family):
     from p(x | z) (a point's mean alone would hide the decoder's noise). A
     conditional VAE draws image i of class labels[i] (default: the classes in turn)."""
     if labels is None and self.num_classes:
-      labels = jnp.arange(num, dtype=jnp.int32) % self.num_classes
+      labels = balanced_labels(num, self.num_classes)
     elif labels is not None and not self.num_classes:
       raise ValueError("class labels asked of an unconditional VAE "
                        "(config.model.num_classes=0)")
