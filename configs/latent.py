@@ -17,7 +17,8 @@ Variants (--config=configs/latent.py:<variant>):
   digits  8x8 digits: a 2x2x4 code of configs/spatial_autoencoder.py:digits,
           both stages in seconds. The tests run it.
   eps     the same second stage with DDPM's eps objective (cosine schedule,
-          DDIM sampling), for comparison.
+          DDIM sampling), for comparison (experiments/nfe_sweep.py).
+  v       the same with v-prediction (cosine schedule, DDIM sampling).
   mlp     flow matching with a residual MLP (gen.models.residual_mlp) on the
           flattened codes in place of the U-Net: several times the examples
           per second on a CPU.
@@ -39,7 +40,7 @@ import ml_collections
 
 from configs import ddpm, default, flow_matching
 
-VARIANTS = ("", "digits", "eps", "mlp", "mlp_digits", "cond", "cond_digits", "flow",
+VARIANTS = ("", "digits", "eps", "v", "mlp", "mlp_digits", "cond", "cond_digits", "flow",
             "flow_digits", "vae_flow", "vae_flow_digits")
 
 
@@ -68,8 +69,8 @@ def get_config(variant: str = ""):
   config.model.attention_resolutions = (4,)
   config.model.dropout = 0.0
   config.model.num_groups = 16
-  if variant == "eps":
-    config.model.objective = "eps"
+  if variant in ("eps", "v"):
+    config.model.objective = variant
     config.model.noise_schedule = "cosine"
     config.eval.sampler = "ddim"
   else:
