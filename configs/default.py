@@ -116,6 +116,11 @@ def get_config() -> ml_collections.ConfigDict:
   # model (config.model.num_classes > 0): prediction = unconditional + scale *
   # (conditional - unconditional); 1 = the conditional model, 0 = unconditional.
   config.eval.guidance_scale = 1.0
+  # Autoguidance (Karras et al., 2024; gen/families/guide.py): a run or bundle
+  # of a weaker model of the same data (smaller, trained shorter) whose
+  # output guides this one's: guide + guidance_scale * (model - guide). It
+  # then takes the place of classifier-free guidance. "" = none.
+  config.eval.guide_workdir = ""
   # Bits/dim of diffusion and flow-matching models through the probability-
   # flow ODE (gen.diffusion.likelihood), an estimate on the first this many
   # test images (0 = skip): Heun's method with this many fixed steps, and

@@ -1,8 +1,14 @@
-"""Classifier-free guidance's trade-off: FD and conditional accuracy of a
-class-conditional run against the guidance scale.
+"""Guidance's trade-off: FD (and, for a class-conditional run, conditional
+accuracy) against the guidance scale.
 
   python experiments/guidance_sweep.py --workdir=runs/flow_matching_cond \
       --scales=0,1,1.5,2,3,4 --samples=2000 --out=docs/guidance_2core_cpu
+  python experiments/guidance_sweep.py --workdir=runs/latent \
+      --guide_workdir=runs/latent_guide --scales=1,1.25,1.5,2 --out=docs/autoguidance
+
+Classifier-free guidance of a conditional run, or with --guide_workdir
+autoguidance by a weaker run of the same data (gen/families/guide.py), which
+also guides an unconditional run (its rows have no accuracy columns).
 
 For each scale: --samples images, the classes in turn (image i of class
 i mod C, from fold_in(PRNGKey(seed), i)), and in the dataset classifier's
@@ -14,7 +20,8 @@ features against the test set:
   - FD per class (samples of class c against the test images of class c),
     beside the same for the unseen validation images of that class.
 Prints a markdown table; writes <out>.json and <out>.png (FD and accuracy
-against the scale). Scale 0 is the unconditional model, 1 the conditional.
+against the scale). Scale 0 is the unconditional model (the guide, with
+--guide_workdir), 1 the model itself.
 """
 
 from __future__ import annotations
@@ -31,7 +38,10 @@ from absl import app, flags, logging  # noqa: E402
 from gen import launch  # noqa: E402
 from gen.errors import UserError  # noqa: E402
 
-_WORKDIR = flags.DEFINE_string("workdir", None, "A finished class-conditional run.")
+_WORKDIR = flags.DEFINE_string("workdir", None, "A finished diffusion or flow-matching run "
+                                "(class-conditional unless --guide_workdir).")
+_GUIDE = flags.DEFINE_string("guide_workdir", "", "A weaker run of the same data that guides "
+                             "the model (autoguidance); '' = classifier-free guidance.")
 _SCALES = flags.DEFINE_list("scales", ["0", "1", "1.5", "2", "3", "4"], "Guidance scales.")
 _SAMPLES = flags.DEFINE_integer("samples", 2000, "Images per scale (the classes in turn).")
 _SEED = flags.DEFINE_integer("seed", 0, "Image i from fold_in(PRNGKey(seed), i).")
@@ -60,11 +70,14 @@ def sweep() -> list[dict]:
   rows = []
   # The baseline of unseen validation images is sized by eval.fid_samples.
   settings = {"eval.fid_samples": _SAMPLES.value}
+  if _GUIDE.value:
+    settings["eval.guide_workdir"] = os.path.abspath(_GUIDE.value)
   base = restore.load_run(_WORKDIR.value, settings)
   classes = bundle.num_classes(base.family)
-  if not classes:
+  if not classes and not _GUIDE.value:
     raise UserError(f"{_WORKDIR.value}: an unconditional run (config.model.num_classes=0) "
-                    f"has no guidance to sweep")
+                    f"has no classifier-free guidance to sweep; autoguidance needs "
+                    f"--guide_workdir")
   classifier, why = classifier_lib.find_classifier(base.config, base.dataset)
   if classifier is None:
     raise UserError(why)
@@ -83,26 +96,37 @@ def sweep() -> list[dict]:
   val_labels = np.asarray(val["label"])
   test_stats = fidelity.feature_statistics(test_features)
   baseline = fidelity.frechet_distance(*fidelity.feature_statistics(val_features), *test_stats)
-  val_per_class = per_class_fd(val_features, val_labels, test_features, test_labels, classes)
+  val_per_class = (per_class_fd(val_features, val_labels, test_features, test_labels, classes)
+                   if classes else None)
   labels = bundle.image_labels(base.family, count)
+  family = base.family
   for scale in sorted(float(s) for s in _SCALES.value):
-    run = restore.load_run(_WORKDIR.value, {**settings, "eval.guidance_scale": scale})
+    # The guidance scale is read when sampling: one family (and guide) serves every scale.
+    family.config.eval.guidance_scale = scale
+    getattr(family, "inner", family).config.eval.guidance_scale = scale
     start = time.perf_counter()
-    images = bundle.draw(run.family, run.params, count, _SEED.value, labels=labels)
+    images = bundle.draw(family, base.params, count, _SEED.value, labels=labels)
     seconds = time.perf_counter() - start
     features, predicted = classifier(images)
     fd = fidelity.frechet_distance(*fidelity.feature_statistics(features), *test_stats)
+    precision, recall = fidelity.precision_recall(val_features, features)
     row = {"scale": scale, "fd": fd, "fd_baseline": baseline, "num_samples": count,
-           "conditional_accuracy": float(np.mean(predicted == labels)),
-           "classifier_test_accuracy": real_accuracy,
-           "fd_per_class": per_class_fd(features, labels, test_features, test_labels,
-                                        classes),
-           "fd_per_class_baseline": val_per_class, "sampling_seconds": seconds}
+           "precision": precision, "recall": recall,
+           "guide": _GUIDE.value or None, "sampling_seconds": seconds}
+    if classes:
+      row.update({"conditional_accuracy": float(np.mean(predicted == labels)),
+                  "classifier_test_accuracy": real_accuracy,
+                  "fd_per_class": per_class_fd(features, labels, test_features, test_labels,
+                                               classes),
+                  "fd_per_class_baseline": val_per_class})
+      worst = max(v for v in row["fd_per_class"] if v is not None)
+      accuracy = (f"{row['conditional_accuracy']:.3f} | {real_accuracy:.3f} | "
+                  f"{np.mean([v for v in row['fd_per_class'] if v]):.1f} (worst {worst:.1f})")
+    else:
+      accuracy = "- | - | -"
     rows.append(row)
-    worst = max(v for v in row["fd_per_class"] if v is not None)
-    print(f"| {scale:g} | {fd:.2f} | {baseline:.2f} | {row['conditional_accuracy']:.3f} | "
-          f"{real_accuracy:.3f} | {np.mean([v for v in row['fd_per_class'] if v]):.1f} "
-          f"(worst {worst:.1f}) | {count} |", flush=True)
+    print(f"| {scale:g} | {fd:.2f} | {baseline:.2f} | {precision:.3f} / {recall:.3f} | "
+          f"{accuracy} | {count} |", flush=True)
   return rows
 
 
@@ -110,21 +134,25 @@ def save_figure(rows: list[dict], path: str) -> None:
   import matplotlib
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
-  figure, (fd_axis, accuracy_axis) = plt.subplots(1, 2, figsize=(10, 4))
+  conditional = "conditional_accuracy" in rows[0]
+  figure, axes = plt.subplots(1, 2 if conditional else 1, figsize=(10 if conditional else 5, 4))
+  fd_axis = axes[0] if conditional else axes
   scales = [r["scale"] for r in rows]
   fd_axis.plot(scales, [r["fd"] for r in rows], marker="o", label="samples")
   fd_axis.axhline(rows[0]["fd_baseline"], color="grey", linestyle="--",
                   label=f"real vs real ({rows[0]['fd_baseline']:.2f})")
-  fd_axis.set_xlabel("guidance scale")
+  fd_axis.set_xlabel("guidance scale" + (" (autoguidance)" if rows[0].get("guide") else ""))
   fd_axis.set_ylabel(f"FD ({rows[0]['num_samples']} samples)")
   fd_axis.legend(fontsize=8)
-  accuracy_axis.plot(scales, [r["conditional_accuracy"] for r in rows], marker="o",
-                     label="samples: class asked for")
-  accuracy_axis.axhline(rows[0]["classifier_test_accuracy"], color="grey", linestyle="--",
-                        label="classifier on test images")
-  accuracy_axis.set_xlabel("guidance scale")
-  accuracy_axis.set_ylabel("conditional accuracy")
-  accuracy_axis.legend(fontsize=8)
+  if conditional:
+    accuracy_axis = axes[1]
+    accuracy_axis.plot(scales, [r["conditional_accuracy"] for r in rows], marker="o",
+                       label="samples: class asked for")
+    accuracy_axis.axhline(rows[0]["classifier_test_accuracy"], color="grey", linestyle="--",
+                          label="classifier on test images")
+    accuracy_axis.set_xlabel("guidance scale")
+    accuracy_axis.set_ylabel("conditional accuracy")
+    accuracy_axis.legend(fontsize=8)
   figure.tight_layout()
   figure.savefig(path, dpi=120)
   plt.close(figure)
@@ -132,9 +160,9 @@ def save_figure(rows: list[dict], path: str) -> None:
 
 def main(argv):
   del argv
-  print("| guidance | FD | FD baseline | conditional accuracy | classifier on test | "
-        "FD per class, mean | samples |")
-  print("|---|---|---|---|---|---|---|")
+  print("| guidance | FD | FD baseline | precision / recall | conditional accuracy | "
+        "classifier on test | FD per class, mean | samples |")
+  print("|---|---|---|---|---|---|---|---|")
   rows = launch.run(sweep)
   if _OUT.value and rows:
     os.makedirs(os.path.dirname(os.path.abspath(_OUT.value)), exist_ok=True)

@@ -38,9 +38,13 @@ _TEMPERATURE = flags.DEFINE_float("temperature", 1.0, "Scales the prior's std (f
                                   "GANs, diffusion's initial noise).")
 _CLASS = flags.DEFINE_integer("class", None, "A conditional model: every image of this class "
                               "(default: the classes in turn).")
-_GUIDANCE = flags.DEFINE_float("guidance", None, "A conditional diffusion or flow-matching "
-                               "model: config.eval.guidance_scale (0 = unconditional, 1 = "
-                               "conditional, above 1 = guided).")
+_GUIDANCE = flags.DEFINE_float("guidance", None, "Diffusion and flow matching: "
+                               "config.eval.guidance_scale (a conditional model: 0 = "
+                               "unconditional, 1 = conditional, above 1 = guided; with "
+                               "--guide_workdir the autoguidance weight).")
+_GUIDE = flags.DEFINE_string("guide_workdir", None, "Diffusion and flow matching: a weaker run "
+                             "or bundle of the same data that guides this model "
+                             "(config.eval.guide_workdir; autoguidance).")
 
 
 def overrides() -> dict:
@@ -51,6 +55,8 @@ def overrides() -> dict:
     settings["eval.sampling_steps"] = _STEPS.value
   if _GUIDANCE.value is not None:
     settings["eval.guidance_scale"] = _GUIDANCE.value
+  if _GUIDE.value is not None:
+    settings["eval.guide_workdir"] = os.path.abspath(_GUIDE.value) if _GUIDE.value else ""
   return settings
 
 
@@ -87,7 +93,8 @@ def sample() -> str:
       one, params = sampler
       fn = jax.vmap(lambda p, key, label: one(p, key, 1)[0], in_axes=(None, 0, 0))
   if settings and not hasattr(getattr(family, "inner", family), "objective"):
-    raise UserError(f"--sampler/--steps/--guidance: a {config.model.name} model has no "
+    raise UserError(f"--sampler/--steps/--guidance/--guide_workdir: a {config.model.name} "
+                    f"model has no "
                     f"sampler settings (diffusion and flow matching have)")
   try:
     family.check_config()

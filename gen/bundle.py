@@ -14,7 +14,8 @@ A bundle folder holds
                       they were measured, the command that trains it again.
 A latent model's bundle also holds its first stage, itself a bundle, in
 first_stage/, and code_statistics.safetensors: the per-channel mean and std
-that standardize the first stage's codes.
+that standardize the first stage's codes. A model sampled with
+autoguidance (config.eval.guide_workdir) holds its guide, a bundle, in guide/.
 
 Sampling draws image i from fold_in(PRNGKey(seed), i): the same seed gives
 the same images whatever the batch size or the number of devices.
@@ -40,6 +41,7 @@ from gen.errors import UserError
 FORMAT = 1
 _PARAMS, _CONFIG, _INFO, _CARD = "params.safetensors", "config.json", "bundle.json", "README.md"
 _FIRST_STAGE, _CODE_STATISTICS = "first_stage", "code_statistics.safetensors"
+_GUIDE = "guide"
 
 
 @dataclasses.dataclass
@@ -126,13 +128,20 @@ def _flatten(params) -> dict[str, np.ndarray]:
   return {key: np.ascontiguousarray(np.asarray(value)) for key, value in flat.items()}
 
 
-def export(workdir: str, out: str) -> str:
-  """Writes the bundle of the run in `workdir` to `out`; returns `out`."""
+def is_bundle(path: str) -> bool:
+  return all(os.path.exists(os.path.join(path, name)) for name in (_PARAMS, _CONFIG, _INFO))
+
+
+def export(workdir: str, out: str, config_overrides: dict | None = None) -> str:
+  """Writes the bundle of the run in `workdir` to `out`; returns `out`.
+
+  config_overrides: evaluation settings the bundle keeps, such as
+  {"eval.guide_workdir": ..., "eval.guidance_scale": 1.5}."""
   from safetensors.numpy import save_file
 
   from gen import restore
   from gen.families import latent
-  run = restore.load_run(workdir)
+  run = restore.load_run(workdir, config_overrides)
   os.makedirs(out, exist_ok=True)
   if latent.is_latent(run.config):
     # The first stage travels inside: a bundle of its own, and the statistics
@@ -140,10 +149,16 @@ def export(workdir: str, out: str) -> str:
     export(run.config.latent.first_stage_workdir, os.path.join(out, _FIRST_STAGE))
     save_file({"mean": run.family.code_mean, "std": run.family.code_std},
               os.path.join(out, _CODE_STATISTICS))
+  config = run.config
+  if config.eval.get("guide_workdir"):
+    # The guide travels inside too; the bundle's config names it relatively.
+    export(config.eval.guide_workdir, os.path.join(out, _GUIDE))
+    config = ml_collections.ConfigDict(config.to_dict())
+    config.eval.guide_workdir = _GUIDE
   save_file(_flatten(run.params), os.path.join(out, _PARAMS),
             metadata={"format": str(FORMAT), "step": str(run.step)})
   with open(os.path.join(out, _CONFIG), "w") as file:
-    file.write(run.config.to_json(indent=2))
+    file.write(config.to_json(indent=2))
   info = run.dataset.info
   with open(os.path.join(out, _INFO), "w") as file:
     json.dump({"format": FORMAT, "step": run.step, "family": type(run.family).__name__,
@@ -212,6 +227,8 @@ def load(path: str, config_overrides: dict | None = None) -> Bundle:
     raise UserError(f"{path}: bundle format {meta.get('format')!r}; this gen reads {FORMAT}")
   with open(os.path.join(path, _CONFIG)) as file:
     config = ml_collections.ConfigDict(json.load(file))
+  if config.eval.get("guide_workdir") == _GUIDE:
+    config.eval.guide_workdir = os.path.join(path, _GUIDE)
   for dotted, value in (config_overrides or {}).items():
     section, key = dotted.split(".", 1)
     config[section][key] = value

@@ -53,6 +53,7 @@ from gen.diffusion.samplers import (SAMPLERS, ancestral_sample, ddim_sample,  # 
 from gen.evaluate import sampling
 from gen.families import FAMILIES
 from gen.families.base import Family, balanced_labels, interleave_rows
+from gen.families.guide import load_guide
 from gen.train import sharding
 
 # Forward-process noise levels (fractions of the way to noise) at which
@@ -128,6 +129,9 @@ class DDPM(Family):
     super().__init__(config, info)
     self.objective = config.model.get("objective", "eps")
     self.path = paths.make_path(config.model)  # raises on an unknown objective or schedule
+    guide_workdir = config.eval.get("guide_workdir", "")
+    # Autoguidance: a weaker model of the same data (gen.families.guide).
+    self.guide = load_guide(config, guide_workdir) if guide_workdir else None
     self.schedule = getattr(self.path, "schedule", None)
 
   @property
@@ -170,9 +174,11 @@ class DDPM(Family):
     dropout = self.config.model.get("label_dropout", 0.0)
     if not 0.0 <= dropout < 1.0:
       raise ValueError(f"config.model.label_dropout={dropout} must be in [0, 1)")
-    if scale != 1.0 and not classes:
+    if scale != 1.0 and not classes and self.guide is None:
       raise ValueError(f"config.eval.guidance_scale={scale} guides a class-conditional "
-                       f"model; this one is unconditional (config.model.num_classes=0)")
+                       f"model, or any model by a weaker one (config.eval.guide_workdir); "
+                       f"this one is unconditional (config.model.num_classes=0) and has no "
+                       f"guide")
     if scale < 0:
       raise ValueError(f"config.eval.guidance_scale={scale} must be >= 0")
     sampler = self.sampler_name  # raises when unknown or unfit for the objective
@@ -214,7 +220,11 @@ class DDPM(Family):
     unconditional + s * (conditional - unconditional), both halves in one
     call; s = 0 and s = 1 evaluate only the unconditional or the conditional
     network, so they are exactly those models. The combination is linear in
-    the raw output, so it is the same guidance for eps, v and velocity."""
+    the raw output, so it is the same guidance for eps, v and velocity.
+
+    With a guide (config.eval.guide_workdir) and s != 1 the output is
+    guide + s * (model - guide) instead (autoguidance), the guide given the
+    labels when it is conditional."""
     rngs = {"dropout": dropout_rng} if train else {}
     kwargs = {"labels": labels} if labels is not None else {}
 
@@ -222,6 +232,14 @@ class DDPM(Family):
       return self.apply_model({"params": params}, x, self.path.network_time(t), train=train,
                               rngs=rngs, **labelled)
 
+    if self.guide is not None and guidance != 1.0:
+      guide = self.guide.family.network(
+          self.guide.params, labels=labels if self.guide.family.num_classes else None)
+
+      def autoguided(x, t):
+        weak = guide(x, t)
+        return weak + guidance * (apply(x, t, **kwargs) - weak)
+      return autoguided
     if labels is None or guidance == 1.0:
       return lambda x, t: apply(x, t, **kwargs)
     if guidance == 0.0:
