@@ -47,6 +47,11 @@ _GUIDE = flags.DEFINE_string("guide_workdir", None, "Diffusion and flow matching
                              "(config.eval.guide_workdir; autoguidance).")
 
 
+# The flags that set sampler settings, by the config key each sets.
+_FLAG_OF_SETTING = {"eval.sampler": "sampler", "eval.sampling_steps": "steps",
+                    "eval.guidance_scale": "guidance", "eval.guide_workdir": "guide_workdir"}
+
+
 def overrides() -> dict:
   settings = {}
   if _SAMPLER.value is not None:
@@ -93,9 +98,9 @@ def sample() -> str:
       one, params = sampler
       fn = jax.vmap(lambda p, key, label: one(p, key, 1)[0], in_axes=(None, 0, 0))
   if settings and not hasattr(getattr(family, "inner", family), "objective"):
-    raise UserError(f"--sampler/--steps/--guidance/--guide_workdir: a {config.model.name} "
-                    f"model has no "
-                    f"sampler settings (diffusion and flow matching have)")
+    given = "/".join(f"--{_FLAG_OF_SETTING[key]}" for key in settings)
+    raise UserError(f"{given}: a {config.model.name} model has no sampler settings "
+                    f"(diffusion and flow matching have)")
   try:
     family.check_config()
   except ValueError as error:  # a setting given here, named by the family
