@@ -101,8 +101,8 @@ def sweep() -> list[dict]:
   labels = bundle.image_labels(base.family, count)
   family = base.family
   for scale in sorted(float(s) for s in _SCALES.value):
-    # The guidance scale is read when sampling: one family (and guide) serves every scale.
-    family.config.eval.guidance_scale = scale
+    # The guidance scale is read when sampling, by the diffusion family (a
+    # latent model's second stage): one family (and guide) serves every scale.
     getattr(family, "inner", family).config.eval.guidance_scale = scale
     start = time.perf_counter()
     images = bundle.draw(family, base.params, count, _SEED.value, labels=labels)

@@ -26,6 +26,7 @@ import ml_collections
 
 from gen import models
 from gen.errors import UserError
+from gen.families.latent import is_latent
 
 # What makes two diffusion models' raw outputs the same quantity at the same x_t.
 _PATH_KEYS = ("objective", "timesteps", "noise_schedule", "beta_start", "beta_end")
@@ -45,7 +46,8 @@ def load_guide(config: ml_collections.ConfigDict, path: str) -> Guide:
   """The run or bundle in `path`, checked to fit the model of `config`."""
   from gen import bundle, restore  # both build families: imported when a guide is loaded
   key = f"config.eval.guide_workdir={path!r}"
-  if bundle.is_bundle(path):
+  from_bundle = bundle.is_bundle(path)
+  if from_bundle:
     loaded = bundle.load(path)
     guide_config, family, params, step = loaded.config, loaded.family, loaded.params, loaded.step
   elif os.path.exists(os.path.join(path, "config.json")):
@@ -53,7 +55,7 @@ def load_guide(config: ml_collections.ConfigDict, path: str) -> Guide:
     guide_config, family, params, step = run.config, run.family, run.params, run.step
   else:
     raise UserError(f"{key}: neither a run's workdir nor a bundle")
-  check_guide(guide_config, config, key, from_bundle=bundle.is_bundle(path))
+  check_guide(guide_config, config, key, from_bundle)
   return Guide(getattr(family, "inner", family), params, path, step)
 
 
@@ -73,8 +75,7 @@ def check_guide(guide_config, config, key: str, from_bundle: bool = False) -> No
     if mine != theirs:
       raise UserError(f"{key} has config.model.{name}={theirs!r}, this model {mine!r}: "
                       f"their outputs are not the same quantity")
-  latent_model = bool(config.get("latent") and config.latent.get("first_stage"))
-  latent_guide = bool(guide_config.get("latent") and guide_config.latent.get("first_stage"))
+  latent_model, latent_guide = is_latent(config), is_latent(guide_config)
   if latent_model != latent_guide:
     raise UserError(f"{key}: {'a' if latent_guide else 'no'} latent model guiding "
                     f"{'a' if latent_model else 'no'} latent model; both must model the same "
