@@ -45,6 +45,8 @@ _GUIDE = flags.DEFINE_string("guide_workdir", "", "A weaker run of the same data
 _SCALES = flags.DEFINE_list("scales", ["0", "1", "1.5", "2", "3", "4"], "Guidance scales.")
 _SAMPLES = flags.DEFINE_integer("samples", 2000, "Images per scale (the classes in turn).")
 _SEED = flags.DEFINE_integer("seed", 0, "Image i from fold_in(PRNGKey(seed), i).")
+_SAMPLER = flags.DEFINE_string("sampler", "", "Sampler (gen.diffusion.samplers); '' = the run's.")
+_STEPS = flags.DEFINE_integer("steps", 0, "Sampling steps; 0 = the run's.")
 _OUT = flags.DEFINE_string("out", "", "Write <out>.json and <out>.png; '' = print only.")
 flags.mark_flags_as_required(["workdir"])
 
@@ -72,7 +74,14 @@ def sweep() -> list[dict]:
   settings = {"eval.fid_samples": _SAMPLES.value}
   if _GUIDE.value:
     settings["eval.guide_workdir"] = os.path.abspath(_GUIDE.value)
+  if _SAMPLER.value:
+    settings["eval.sampler"] = _SAMPLER.value
+  if _STEPS.value:
+    settings["eval.sampling_steps"] = _STEPS.value
   base = restore.load_run(_WORKDIR.value, settings)
+  base.family.check_config()
+  inner = getattr(base.family, "inner", base.family)
+  inner_eval = inner.config.eval
   classes = bundle.num_classes(base.family)
   if not classes and not _GUIDE.value:
     raise UserError(f"{_WORKDIR.value}: an unconditional run (config.model.num_classes=0) "
@@ -103,7 +112,7 @@ def sweep() -> list[dict]:
   for scale in sorted(float(s) for s in _SCALES.value):
     # The guidance scale is read when sampling, by the diffusion family (a
     # latent model's second stage): one family (and guide) serves every scale.
-    getattr(family, "inner", family).config.eval.guidance_scale = scale
+    inner_eval.guidance_scale = scale
     start = time.perf_counter()
     images = bundle.draw(family, base.params, count, _SEED.value, labels=labels)
     seconds = time.perf_counter() - start
@@ -112,7 +121,8 @@ def sweep() -> list[dict]:
     precision, recall = fidelity.precision_recall(val_features, features)
     row = {"scale": scale, "fd": fd, "fd_baseline": baseline, "num_samples": count,
            "precision": precision, "recall": recall,
-           "guide": _GUIDE.value or None, "sampling_seconds": seconds}
+           "guide": _GUIDE.value or None, "sampler": inner.sampler_name,
+           "sampling_steps": inner_eval.sampling_steps, "sampling_seconds": seconds}
     if classes:
       row.update({"conditional_accuracy": float(np.mean(predicted == labels)),
                   "classifier_test_accuracy": real_accuracy,

@@ -79,12 +79,13 @@ def test_a_bundle_carries_its_guide(runs, tmp_path):
 def test_the_sweep_measures_an_unconditional_model_autoguided(runs, tmp_path):
   command = [sys.executable, os.path.join(ROOT, "experiments", "guidance_sweep.py"),
              f"--workdir={runs / 'model'}", f"--guide_workdir={runs / 'guide'}",
-             "--scales=1,2", "--samples=100", f"--out={tmp_path / 'sweep'}"]
+             "--scales=1,2", "--samples=100", "--steps=3", f"--out={tmp_path / 'sweep'}"]
   result = subprocess.run(command, cwd=ROOT, env=subprocess_env(), capture_output=True,
                           text=True, timeout=300)
   assert result.returncode == 0, result.stderr[-2000:]
   rows = json.load(open(tmp_path / "sweep.json"))["rows"]
   assert [row["scale"] for row in rows] == [1.0, 2.0]
+  assert rows[0]["sampling_steps"] == 3 and rows[0]["sampler"] == "heun"
   assert rows[0]["fd"] != rows[1]["fd"] and "conditional_accuracy" not in rows[0]
   assert (tmp_path / "sweep.png").stat().st_size > 0
   # Without a guide an unconditional run has nothing to sweep: one line says so.
