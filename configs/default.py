@@ -121,6 +121,11 @@ def get_config() -> ml_collections.ConfigDict:
   # output guides this one's: guide + guidance_scale * (model - guide). It
   # then takes the place of classifier-free guidance. "" = none.
   config.eval.guide_workdir = ""
+  # Guidance in a limited interval (Kynkaanniemi et al., 2024): (low, high)
+  # noise levels sigma / alpha (the VE sigma: 0 at the data, inf at pure
+  # noise) inside which the guidance scale applies; outside it the model is
+  # unguided (scale 1). () = guide at every level.
+  config.eval.guidance_interval = ()
   # Bits/dim of diffusion and flow-matching models through the probability-
   # flow ODE (gen.diffusion.likelihood), an estimate on the first this many
   # test images (0 = skip): Heun's method with this many fixed steps, and

@@ -47,6 +47,8 @@ _SAMPLES = flags.DEFINE_integer("samples", 2000, "Images per scale (the classes 
 _SEED = flags.DEFINE_integer("seed", 0, "Image i from fold_in(PRNGKey(seed), i).")
 _SAMPLER = flags.DEFINE_string("sampler", "", "Sampler (gen.diffusion.samplers); '' = the run's.")
 _STEPS = flags.DEFINE_integer("steps", 0, "Sampling steps; 0 = the run's.")
+_INTERVAL = flags.DEFINE_list("interval", [], "low,high: guide only at noise levels sigma/alpha "
+                              "in (low, high] (config.eval.guidance_interval); '' = all.")
 _OUT = flags.DEFINE_string("out", "", "Write <out>.json and <out>.png; '' = print only.")
 flags.mark_flags_as_required(["workdir"])
 
@@ -78,6 +80,8 @@ def sweep() -> list[dict]:
     settings["eval.sampler"] = _SAMPLER.value
   if _STEPS.value:
     settings["eval.sampling_steps"] = _STEPS.value
+  if _INTERVAL.value:
+    settings["eval.guidance_interval"] = tuple(float(v) for v in _INTERVAL.value)
   base = restore.load_run(_WORKDIR.value, settings)
   base.family.check_config()
   inner = getattr(base.family, "inner", base.family)
@@ -122,7 +126,9 @@ def sweep() -> list[dict]:
     row = {"scale": scale, "fd": fd, "fd_baseline": baseline, "num_samples": count,
            "precision": precision, "recall": recall,
            "guide": _GUIDE.value or None, "sampler": inner.sampler_name,
-           "sampling_steps": inner_eval.sampling_steps, "sampling_seconds": seconds}
+           "sampling_steps": inner_eval.sampling_steps,
+           "guidance_interval": list(inner.guidance_interval or ()) or None,
+           "sampling_seconds": seconds}
     if classes:
       row.update({"conditional_accuracy": float(np.mean(predicted == labels)),
                   "classifier_test_accuracy": real_accuracy,

@@ -57,12 +57,56 @@ def test_guidance_zero_and_one_are_the_unconditional_and_conditional_models():
   np.testing.assert_allclose(guided, u + 3.0 * (c - u), rtol=1e-4, atol=1e-4)
 
 
+def test_guidance_in_an_interval_guides_only_the_noise_levels_inside_it():
+  import jax.flatten_util  # noqa: F401
+  family = _family(1.0)
+  params = _moved(family.init_params(jax.random.PRNGKey(0)))
+  labels = jnp.arange(6) % 10
+  x = jax.random.normal(jax.random.PRNGKey(2), (6, 8, 8, 1))
+  t = jnp.linspace(0.1, 0.9, 6)  # noise levels t / (1 - t): 0.11 0.35 0.72 1.4 2.8 9
+  c = family.network(params, labels=labels)(x, t)
+  everywhere = family.network(params, labels=labels, guidance=3.0)(x, t)
+  limited = _family(1.0)
+  limited.config.eval.guidance_interval = (0.5, 2.0)
+  out = limited.network(params, labels=labels, guidance=3.0)(x, t)
+  inside = np.array([False, False, True, True, False, False])
+  np.testing.assert_allclose(out[inside], everywhere[inside], rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(out[~inside], c[~inside], rtol=1e-4, atol=1e-4)
+  assert not np.allclose(everywhere[~inside], c[~inside], atol=1e-3)
+  # Scale 0 in an interval: the unconditional model inside it, conditional outside.
+  u = family.network(params)(x, t)
+  out = limited.network(params, labels=labels, guidance=0.0)(x, t)
+  np.testing.assert_allclose(out[inside], u[inside], rtol=1e-4, atol=1e-4)
+  np.testing.assert_allclose(out[~inside], c[~inside], rtol=1e-4, atol=1e-4)
+
+
+def test_the_noise_level_of_each_path_is_sigma_over_alpha():
+  from gen.diffusion import paths
+  flow = paths.FlowPath()
+  np.testing.assert_allclose(flow.noise_level(jnp.array([0.0, 0.5, 0.8])), [0.0, 1.0, 4.0],
+                             rtol=1e-6)
+  discrete = paths.DiscretePath(paths.make_schedule("cosine", 1000))
+  steps = np.array([0, 250, 999])
+  abar = discrete.schedule["alphas_cumprod"][steps]
+  np.testing.assert_allclose(discrete.noise_level(jnp.asarray(steps)),
+                             np.sqrt((1 - abar) / abar), rtol=1e-4)
+  # Between steps (the ODE samplers' times) it lies between its neighbours.
+  between = float(discrete.noise_level(jnp.array([250.5]))[0])
+  assert (float(discrete.noise_level(jnp.array([250]))[0]) < between
+          < float(discrete.noise_level(jnp.array([251]))[0]))
+
+
 def test_conditional_settings_that_cannot_work_are_named():
   with pytest.raises(ValueError, match=r"config.eval.guidance_scale=2.0 guides a "
                                        r"class-conditional model"):
     _family(2.0, num_classes=0).check_config()
   with pytest.raises(ValueError, match="config.model.num_classes=12, but digits has 10"):
     _family(1.0, num_classes=12).check_config()
+  bad = _family(2.0)
+  bad.config.eval.guidance_interval = (3.0, 1.0)
+  with pytest.raises(ValueError, match=r"config.eval.guidance_interval=\(3.0, 1.0\): give "
+                                       r"\(low, high\)"):
+    bad.check_config()
   with pytest.raises(ValueError, match=r"config.model.label_dropout=1.0"):
     _family(1.0, label_dropout=1.0).check_config()
   with pytest.raises(UserError, match=r"--class=10 is out of range"):

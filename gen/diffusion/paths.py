@@ -116,6 +116,12 @@ class DiscretePath:
     """Path times at these fractions of the way to noise (rounded to steps)."""
     return np.round(np.asarray(fractions) * (self.timesteps - 1)).astype(np.int32)
 
+  def noise_level(self, t):
+    """[b] path times (integer steps, or the ODE's fractional ones) -> sigma / alpha."""
+    _, alpha, sigma, _, _ = self.ode_coefficients(jnp.asarray(t, jnp.float32)
+                                                  / (self.timesteps - 1))
+    return sigma / alpha
+
   def ode_coefficients(self, s):
     """The schedule between its steps, for the probability-flow ODE: s in
     [0, 1] is t = s (T-1), with log abar linear between integer steps.
@@ -169,6 +175,11 @@ class FlowPath:
 
   def times_of(self, fractions) -> np.ndarray:
     return np.asarray(fractions, np.float32)
+
+  def noise_level(self, t):
+    """[b] path times -> sigma / alpha = t / (1 - t) (inf at t = 1)."""
+    t = jnp.asarray(t, jnp.float32)
+    return t / (1.0 - t)
 
   def ode_coefficients(self, s):
     """(network time, alpha, sigma, d alpha / ds, d sigma / ds) at t = s."""

@@ -158,6 +158,17 @@ class DDPM(Family):
     """config.eval.sampler with "auto" resolved for the objective."""
     return samplers.resolve_sampler(self.config.eval.sampler, self.objective)
 
+  @property
+  def guidance_interval(self) -> tuple[float, float] | None:
+    """config.eval.guidance_interval as (low, high) noise levels; None = everywhere."""
+    interval = tuple(self.config.eval.get("guidance_interval", ()) or ())
+    if not interval:
+      return None
+    if len(interval) != 2 or not 0.0 <= float(interval[0]) < float(interval[1]):
+      raise ValueError(f"config.eval.guidance_interval={interval!r}: give (low, high) noise "
+                       f"levels sigma/alpha with 0 <= low < high, or () for every level")
+    return float(interval[0]), float(interval[1])
+
   def check_config(self) -> list[str]:
     data, evaluation = self.config.data, self.config.eval
     if self.info.kind not in ("image", "latent"):
@@ -181,6 +192,7 @@ class DDPM(Family):
                        f"guide")
     if scale < 0:
       raise ValueError(f"config.eval.guidance_scale={scale} must be >= 0")
+    self.guidance_interval  # raises when malformed
     sampler = self.sampler_name  # raises when unknown or unfit for the objective
     if sampler != "ancestral":
       samplers.make_grid(self.path, evaluation.sampling_steps)  # raises when out of range
@@ -224,13 +236,25 @@ class DDPM(Family):
 
     With a guide (config.eval.guide_workdir) and s != 1 the output is
     guide + s * (model - guide) instead (autoguidance), the guide given the
-    labels when it is conditional."""
+    labels when it is conditional.
+
+    With config.eval.guidance_interval (low, high), s applies only where the
+    noise level sigma/alpha of t is in (low, high]; elsewhere the output is
+    the model's own (scale 1)."""
     rngs = {"dropout": dropout_rng} if train else {}
     kwargs = {"labels": labels} if labels is not None else {}
+    interval = self.guidance_interval
 
     def apply(x, t, **labelled):
       return self.apply_model({"params": params}, x, self.path.network_time(t), train=train,
                               rngs=rngs, **labelled)
+
+    def scale_at(t, like):
+      if interval is None:
+        return guidance
+      level = self.path.noise_level(jnp.broadcast_to(t, like.shape[:1]))
+      inside = (level > interval[0]) & (level <= interval[1])
+      return paths.broadcast_to(jnp.where(inside, guidance, 1.0), like)
 
     if self.guide is not None and guidance != 1.0:
       guide = self.guide.family.network(
@@ -238,11 +262,11 @@ class DDPM(Family):
 
       def autoguided(x, t):
         weak = guide(x, t)
-        return weak + guidance * (apply(x, t, **kwargs) - weak)
+        return weak + scale_at(t, x) * (apply(x, t, **kwargs) - weak)
       return autoguided
     if labels is None or guidance == 1.0:
       return lambda x, t: apply(x, t, **kwargs)
-    if guidance == 0.0:
+    if guidance == 0.0 and interval is None:
       return lambda x, t: apply(x, t)
     unconditional = jnp.full_like(labels, self.num_classes)
 
@@ -250,7 +274,7 @@ class DDPM(Family):
       both = apply(jnp.concatenate([x, x]), jnp.concatenate([t, t]),
                    labels=jnp.concatenate([labels, unconditional]))
       conditional, plain = jnp.split(both, 2)
-      return plain + guidance * (conditional - plain)
+      return plain + scale_at(t, x) * (conditional - plain)
     return guided
 
   def denoiser(self, params, labels=None, guidance: float = 1.0):
