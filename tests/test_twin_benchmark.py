@@ -23,15 +23,30 @@ def _run(script: str, *args: str) -> str:
   return done.stdout
 
 
+def test_a_jax_python_without_jax_is_named():
+  env = subprocess_env()
+  done = subprocess.run([sys.executable, os.path.join(ROOT, "experiments", "benchmarks",
+                                                      "twin_benchmark.py"),
+                         "--cases=autoencoder", "--no_torch", "--jax_python=/bin/false"],
+                        env=env, capture_output=True, text=True, cwd=ROOT, timeout=300)
+  assert done.returncode != 0
+  assert "--jax_python=/bin/false: cannot import jax" in done.stderr
+
+
 def test_twin_benchmark_prints_the_machine_and_a_ratio_per_family():
   have_torch = subprocess.run([sys.executable, "-c", "import torch"]).returncode == 0
+  # --jax_python: another interpreter's JAX row beside this one's (here the same one).
   out = _run("twin_benchmark.py", "--cases=autoencoder", "--rounds=1", "--seconds=0.2",
-             "--repeats=1", "--xla_variant=none", *([] if have_torch else ["--no_torch"]))
+             "--repeats=1", "--xla_variant=none", f"--jax_python={sys.executable}",
+             *([] if have_torch else ["--no_torch"]))
   assert re.search(r"^CPU: .+; \d+ logical CPUs", out, re.M)
   assert re.search(r"^ISA flags present: .*; absent: ", out, re.M)
   assert "jax 0." in out
   row = re.search(r"^\| autoencoder \| JAX \(gen\) \| 128 \| ([\d,]+) \|\s*\| (\S+) \|", out, re.M)
   assert row and float(row.group(1).replace(",", "")) > 0
+  import jax
+  assert re.search(rf"^\| autoencoder \| JAX jax {re.escape(jax.__version__)} \| 128 \| "
+                   r"[\d,]+ ", out, re.M)
   assert re.search(r"^\| autoencoder \| JAX without gen's XLA:CPU flags \| 128 \| [\d,]+ ", out,
                    re.M)
   if have_torch:

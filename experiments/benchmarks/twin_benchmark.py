@@ -89,6 +89,10 @@ _PROFILE = flags.DEFINE_bool("profile", False, "Also profile each side's step by
 _PROFILE_STEPS = flags.DEFINE_integer("profile_steps", 5, "Steps under the profiler.")
 _BASELINE = flags.DEFINE_string("baseline", None, "Another checkout of gen whose JAX step "
                                 "is timed beside this one (an A/B of a code change).")
+_JAX_PYTHONS = flags.DEFINE_multi_string(
+    "jax_python", [], "Another Python interpreter (e.g. a venv with a newer JAX) whose JAX "
+    "step of this same code is timed beside this one's: one more row per case, named by its "
+    "JAX version (repeatable).")
 _NO_TORCH = flags.DEFINE_bool("no_torch", False, "JAX rows only (no PyTorch installed).")
 _RUN = flags.DEFINE_string("run", None, "Internal: one side, 'jax:SPEC' or 'torch:TWIN[:cl]', "
                            "run here; prints JSON.")
@@ -202,13 +206,14 @@ def _run_side(what: str) -> dict:
 
 # --- the parent: rows, rounds, tables ------------------------------------------------
 
-def _launch(what: str, xla_flags: str = "", code_root: str = ROOT) -> dict:
+def _launch(what: str, xla_flags: str = "", code_root: str = ROOT,
+            python: str = sys.executable) -> dict:
   env = dict(os.environ)
   # Only this row's flags: a host-device count from the environment would split the CPU.
   env["XLA_FLAGS"] = xla_flags
   if xla_flags == _NO_GEN_FLAGS:  # gen's own CPU flags off (gen/platform.py)
     env["XLA_FLAGS"], env["GEN_CPU_XLA_FLAGS"] = "", "0"
-  command = [sys.executable, os.path.abspath(__file__), f"--run={what}",
+  command = [python, os.path.abspath(__file__), f"--run={what}",
              f"--code_root={code_root}", f"--seconds={_SECONDS.value}",
              f"--repeats={_REPEATS.value}", f"--profile_steps={_PROFILE_STEPS.value}"]
   if _PROFILE.value:
@@ -221,12 +226,35 @@ def _launch(what: str, xla_flags: str = "", code_root: str = ROOT) -> dict:
   return json.loads(lines[-1])
 
 
-def _rows() -> list[tuple[str, str, str, str]]:
+def _versions(python: str) -> str:
+  """'jax X, jaxlib Y, flax Z, python W' of another interpreter (one line names it if not)."""
+  code = ("import sys, jax, jaxlib, flax; print(f'jax {jax.__version__}, jaxlib "
+          "{jaxlib.__version__}, flax {flax.__version__}, python {sys.version.split()[0]}')")
+  done = subprocess.run([python, "-c", code], capture_output=True, text=True)
+  if done.returncode != 0:
+    raise app.UsageError(f"--jax_python={python}: cannot import jax, jaxlib and flax there: "
+                         f"{(done.stderr.strip().splitlines() or ['?'])[-1]}")
+  return done.stdout.strip()
+
+
+def _python_rows() -> dict[str, str]:
+  """Row label -> interpreter, for the --jax_python rows."""
+  labels = {}
+  for python in _JAX_PYTHONS.value:
+    versions = _versions(python)
+    print(f"row 'JAX {versions.split(',')[0]}': {python} ({versions})")
+    labels[f"JAX {versions.split(',')[0]}"] = python
+  return labels
+
+
+def _rows(python_rows: dict[str, str]) -> list[tuple[str, str, str, str]]:
   """(row label, case, what to run, XLA flags) in table order."""
   rows = []
   for case in _CASES.value:
     spec, twin, channels_last = CASES[case]
     rows.append(("JAX (gen)", case, f"jax:{spec}", ""))
+    for label in python_rows:
+      rows.append((label, case, f"jax:{spec}", ""))
     if _BASELINE.value:
       rows.append(("JAX baseline", case, f"jax:{spec}", ""))
     for xla_flags in _XLA_VARIANTS.value:
@@ -266,12 +294,13 @@ def main(argv):
   print("XLA_FLAGS of the JAX rows: gen's own CPU flags (gen/platform.py) unless the row says")
   print(f"{_ROUNDS.value} interleaved rounds; each process: {_REPEATS.value} windows of "
         f"~{_SECONDS.value:g} s, median\n", flush=True)
-  rows = _rows()
+  python_rows = _python_rows()
+  rows = _rows(python_rows)
   results = {(label, case): [] for label, case, _, _ in rows}
   for round_index in range(_ROUNDS.value):
     for label, case, what, xla_flags in rows:
       root = _BASELINE.value if label == "JAX baseline" else ROOT
-      result = _launch(what, xla_flags, root)
+      result = _launch(what, xla_flags, root, python_rows.get(label, sys.executable))
       results[(label, case)].append(result)
       # Progress, so that a stopped run still leaves its figures.
       rate = result.get("examples_per_s")
