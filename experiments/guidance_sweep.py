@@ -8,7 +8,11 @@ accuracy) against the guidance scale.
 
 Classifier-free guidance of a conditional run, or with --guide_workdir
 autoguidance by a weaker run of the same data (gen/families/guide.py), which
-also guides an unconditional run (its rows have no accuracy columns).
+also guides an unconditional run (its rows have no accuracy columns). A
+conditional model of a family without guidance (VAE, flow, GAN) is measured
+the same way at --scales=1, as trained:
+
+  python experiments/guidance_sweep.py --workdir=runs/gan_cond --scales=1 --samples=5000
 
 For each scale: --samples images, the classes in turn (image i of class
 i mod C, from fold_in(PRNGKey(seed), i)), and in the dataset classifier's
@@ -86,7 +90,21 @@ def sweep() -> list[dict]:
   base.family.check_config()
   inner = getattr(base.family, "inner", base.family)
   inner_eval = inner.config.eval
+  guided = hasattr(inner, "guidance_interval")  # diffusion and flow matching
+  scales = sorted(float(s) for s in _SCALES.value)
+  if not guided:
+    given = [flag for flag, value in (("--guide_workdir", _GUIDE.value),
+                                      ("--sampler", _SAMPLER.value), ("--steps", _STEPS.value),
+                                      ("--interval", _INTERVAL.value)) if value]
+    if scales != [1.0] or given:
+      raise UserError(f"{_WORKDIR.value}: a {base.config.model.name} model has no guidance "
+                      f"(diffusion and flow matching have); measure it as trained with "
+                      f"--scales=1{' and without ' + ', '.join(given) if given else ''}")
   classes = bundle.num_classes(base.family)
+  if not guided and not classes:
+    raise UserError(f"{_WORKDIR.value}: an unconditional {base.config.model.name} model has "
+                    f"neither guidance nor classes to measure here; its sample quality is in "
+                    f"results.json")
   if not classes and not _GUIDE.value:
     raise UserError(f"{_WORKDIR.value}: an unconditional run (config.model.num_classes=0) "
                     f"has no classifier-free guidance to sweep; autoguidance needs "
@@ -113,10 +131,11 @@ def sweep() -> list[dict]:
                    if classes else None)
   labels = bundle.image_labels(base.family, count)
   family = base.family
-  for scale in sorted(float(s) for s in _SCALES.value):
+  for scale in scales:
     # The guidance scale is read when sampling, by the diffusion family (a
     # latent model's second stage): one family (and guide) serves every scale.
-    inner_eval.guidance_scale = scale
+    if guided:
+      inner_eval.guidance_scale = scale
     start = time.perf_counter()
     images = bundle.draw(family, base.params, count, _SEED.value, labels=labels)
     seconds = time.perf_counter() - start
@@ -125,10 +144,10 @@ def sweep() -> list[dict]:
     precision, recall = fidelity.precision_recall(val_features, features)
     row = {"scale": scale, "fd": fd, "fd_baseline": baseline, "num_samples": count,
            "precision": precision, "recall": recall,
-           "guide": _GUIDE.value or None, "sampler": inner.sampler_name,
-           "sampling_steps": inner_eval.sampling_steps,
-           "guidance_interval": list(inner.guidance_interval or ()) or None,
-           "sampling_seconds": seconds}
+           "guide": _GUIDE.value or None, "sampling_seconds": seconds}
+    if guided:
+      row.update({"sampler": inner.sampler_name, "sampling_steps": inner_eval.sampling_steps,
+                  "guidance_interval": list(inner.guidance_interval or ()) or None})
     if classes:
       row.update({"conditional_accuracy": float(np.mean(predicted == labels)),
                   "classifier_test_accuracy": real_accuracy,

@@ -2,6 +2,7 @@
 guidance 0 and 1 are exactly the unconditional and conditional models, a
 short conditional run draws the classes asked for, bad settings are named."""
 
+import json
 import os
 import subprocess
 import sys
@@ -219,3 +220,18 @@ def test_a_conditional_gan_projects_the_label_and_draws_the_classes_asked_for(
   assert accuracy > 0.3, accuracy  # chance: 0.1
   again = bundle.draw(run.family, run.params, 20, seed=0, labels=labels[:20], batch_size=7)
   np.testing.assert_array_equal(again, images[:20])
+  # The sweep measures it as trained (scale 1): accuracy and FD per class;
+  # a scale it cannot apply is named.
+  command = [sys.executable, os.path.join(ROOT, "experiments", "guidance_sweep.py"),
+             f"--workdir={workdir}", "--scales=1", "--samples=100",
+             f"--out={tmp_path / 'sweep'}"]
+  result = subprocess.run(command, cwd=ROOT, env=subprocess_env(), capture_output=True,
+                          text=True, timeout=300)
+  assert result.returncode == 0, result.stderr[-2000:]
+  row = json.load(open(tmp_path / "sweep.json"))["rows"][0]
+  assert row["conditional_accuracy"] > 0.3 and len(row["fd_per_class"]) == 10
+  result = subprocess.run(command[:3] + ["--scales=1,2"], cwd=ROOT, env=subprocess_env(),
+                          capture_output=True, text=True, timeout=300)
+  assert result.returncode != 0
+  assert "gan model has no guidance (diffusion and flow matching have)" in (
+      result.stderr.strip().splitlines()[-1])
