@@ -29,6 +29,14 @@ def _family(guidance: float, **model):
   return families.make(config, DIGITS)
 
 
+def _sweep(workdir, *flags: str):
+  """experiments/guidance_sweep.py on `workdir` with 100 samples per scale."""
+  command = [sys.executable, os.path.join(ROOT, "experiments", "guidance_sweep.py"),
+             f"--workdir={workdir}", "--samples=100", *flags]
+  return subprocess.run(command, cwd=ROOT, env=subprocess_env(), capture_output=True,
+                        text=True, timeout=300)
+
+
 def _moved(params, scale=0.3):
   """Parameters off their initialization (zero-initialized output layers would
   make every prediction 0, whatever the class)."""
@@ -130,11 +138,7 @@ def test_a_short_conditional_run_draws_the_classes_asked_for(tmp_path, digits_cl
   accuracy = float(np.mean(classifier(images)[1] == labels))
   assert accuracy > 0.3, accuracy  # chance: 0.1
   # The sweep's command line: a table row per scale.
-  command = [sys.executable, os.path.join(ROOT, "experiments", "guidance_sweep.py"),
-             f"--workdir={workdir}", "--scales=0,2", "--samples=100",
-             f"--out={tmp_path / 'sweep'}"]
-  result = subprocess.run(command, cwd=ROOT, env=subprocess_env(), capture_output=True,
-                          text=True, timeout=300)
+  result = _sweep(workdir, "--scales=0,2", f"--out={tmp_path / 'sweep'}")
   assert result.returncode == 0, result.stderr[-2000:]
   rows = [line for line in result.stdout.splitlines() if line.startswith("| 0 |")
           or line.startswith("| 2 |")]
@@ -222,16 +226,11 @@ def test_a_conditional_gan_projects_the_label_and_draws_the_classes_asked_for(
   np.testing.assert_array_equal(again, images[:20])
   # The sweep measures it as trained (scale 1): accuracy and FD per class;
   # a scale it cannot apply is named.
-  command = [sys.executable, os.path.join(ROOT, "experiments", "guidance_sweep.py"),
-             f"--workdir={workdir}", "--scales=1", "--samples=100",
-             f"--out={tmp_path / 'sweep'}"]
-  result = subprocess.run(command, cwd=ROOT, env=subprocess_env(), capture_output=True,
-                          text=True, timeout=300)
+  result = _sweep(workdir, "--scales=1", f"--out={tmp_path / 'sweep'}")
   assert result.returncode == 0, result.stderr[-2000:]
   row = json.load(open(tmp_path / "sweep.json"))["rows"][0]
   assert row["conditional_accuracy"] > 0.3 and len(row["fd_per_class"]) == 10
-  result = subprocess.run(command[:3] + ["--scales=1,2"], cwd=ROOT, env=subprocess_env(),
-                          capture_output=True, text=True, timeout=300)
+  result = _sweep(workdir, "--scales=1,2")
   assert result.returncode != 0
   assert "gan model has no guidance (diffusion and flow matching have)" in (
       result.stderr.strip().splitlines()[-1])
