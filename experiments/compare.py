@@ -24,6 +24,11 @@ over several sittings.
 The latent model counts both stages against its budget: its first stage (an
 autoencoder) trains for --first_stage_share of it in <run>_first_stage, the
 second stage for the rest; its train seconds and FLOPs are the two summed.
+The autoguided latent model (Karras et al., 2024; docs/diffusion.md) shares
+that first stage and counts it too; a weaker model of the same codes
+(configs/latent.py:guide) trains for --guide_share of the budget in
+<run>_guide, the model for the rest, and its samples are guided at
+--autoguidance_scale.
 
 After the runs, each model is analysed once (analysis.json in its workdir):
 how useful its codes are (linear probe, k-means NMI), and how well its natural
@@ -61,9 +66,14 @@ FAMILIES = {
     "ddpm": ("configs/ddpm.py", "DDPM"),
     "flow_matching": ("configs/flow_matching.py", "flow matching (pixels)"),
     "latent": ("configs/latent.py", "latent flow matching (both stages)"),
+    "latent_guided": ("configs/latent.py", "latent flow matching, autoguided (all three "
+                      "stages)"),
 }
-# The calibration entry of the latent model's first stage.
+# The latent models: a first stage, then flow matching on its codes.
+LATENT = ("latent", "latent_guided")
+# The calibration entries of the latent models' first stage and of the guide.
 FIRST_STAGE = "latent_first_stage"
+GUIDE = "latent_guide"
 # Variants of the config files for each --data/--size; None = not available.
 _VARIANTS = {("fashion_mnist", "cpu"): "", ("fashion_mnist", "gpu"): "gpu",
              ("digits", "cpu"): "digits"}
@@ -94,6 +104,12 @@ _CALIBRATION_SECONDS = flags.DEFINE_float("calibration_seconds", 5.0,
 _FIRST_STAGE_SHARE = flags.DEFINE_float(
     "first_stage_share", 0.2, "The share of the latent model's budget its first stage "
     "trains for (the 2-hour run of docs/diffusion.md: 18 of about 100 minutes).")
+_GUIDE_SHARE = flags.DEFINE_float(
+    "guide_share", 0.06, "The share of the autoguided latent model's budget its guide trains "
+    "for (the 2-hour run of docs/diffusion.md: 7.6 of 119 minutes).")
+_AUTOGUIDANCE = flags.DEFINE_float("autoguidance_scale", 1.5, "The autoguided latent model's "
+                                   "guidance scale (docs/diffusion.md: 1.5 for guides of "
+                                   "2,000-4,000 steps).")
 _JSON = flags.DEFINE_string("json", "", "Also write the runs' numbers to this file "
                             "(e.g. docs/compare_<machine>.json); <workdir>/compare.json always.")
 flags.mark_flags_as_required(["workdir"])
@@ -116,6 +132,9 @@ def load_config(family: str):
   if family == FIRST_STAGE:
     from gen.families import latent
     return platform.resolve(latent.load_config_file(first_stage_spec()))[0]
+  if family == GUIDE:
+    from gen.families import latent
+    return platform.resolve(latent.load_config_file(guide_spec()))[0]
   path, _ = FAMILIES[family]
   module = importlib.import_module(path.removesuffix(".py").replace("/", "."))
   variant = _VARIANTS[(_DATA.value, _SIZE.value)]
@@ -129,6 +148,12 @@ def load_config(family: str):
 def first_stage_spec() -> str:
   """The config file (and variant) of the latent model's first stage."""
   return load_config("latent").latent.first_stage
+
+
+def guide_spec() -> str:
+  """The config file and variant of the autoguided latent model's guide."""
+  variant = _VARIANTS.get((_DATA.value, _SIZE.value))
+  return f"{FAMILIES['latent'][0]}:guide{'_' + variant if variant else ''}"
 
 
 def calibrate(family: str, first_stage_workdir: str = "") -> dict:
@@ -195,7 +220,7 @@ def plan(family: str, budget: float, measured: dict) -> dict:
     steps = int(budget * measured["steps_per_second"])
   unit = 10  # a multiple of every steps_per_call "auto" picks
   steps = max(unit, steps // unit * unit)
-  if family == FIRST_STAGE:  # trains and checkpoints; no sample quality of its own
+  if family in (FIRST_STAGE, GUIDE):  # trains and checkpoints; no sample quality of its own
     return {"train.num_steps": steps, "train.log_every": unit, "train.eval_every": steps,
             "checkpoint.every_steps": max(unit, steps // 5 // unit * unit),
             "optimizer.warmup_steps": min(config.optimizer.warmup_steps, steps // 10)}
@@ -241,6 +266,46 @@ def run_name(family: str, budget: str) -> str:
 
 def first_stage_name(budget: str) -> str:
   return run_name("latent", budget) + "_first_stage"
+
+
+def guide_name(budget: str) -> str:
+  return run_name("latent_guided", budget) + "_guide"
+
+
+def prepare_stages(workdir: str, families: list[str], measured: dict) -> dict:
+  """Trains what the latent models' runs need first: the first stage of each
+  budget (shared by both latent models), then the guide of each budget; then
+  calibrates their second stages. Returns `measured` with those entries."""
+  jobs = []
+  for budget in _BUDGETS.value:
+    run_dir = os.path.join(workdir, first_stage_name(budget))
+    if not runlib.is_finished(run_dir):
+      overrides = plan(FIRST_STAGE, _FIRST_STAGE_SHARE.value * float(budget),
+                       measured[FIRST_STAGE])
+      jobs.append((first_stage_name(budget), runlib.run_command(first_stage_spec(), run_dir,
+                                                                overrides), run_dir))
+  failed = runlib.launch_all(jobs, _PARALLEL.value)
+  if failed:
+    raise SystemExit(f"first stages failed: {', '.join(failed)}; see their log.txt")
+  guided = "latent_guided" in families
+  first_dir = os.path.join(workdir, first_stage_name(_BUDGETS.value[0]))
+  measured = calibration(workdir, ["latent"] + ([GUIDE] if guided else []), first_dir)
+  # Both latent models' second stages are the same network and step.
+  measured = {**measured, "latent_guided": measured["latent"]}
+  if not guided:
+    return measured
+  jobs = []
+  for budget in _BUDGETS.value:
+    run_dir = os.path.join(workdir, guide_name(budget))
+    if not runlib.is_finished(run_dir):
+      overrides = plan(GUIDE, _GUIDE_SHARE.value * float(budget), measured[GUIDE])
+      overrides["latent.first_stage_workdir"] = os.path.join(workdir, first_stage_name(budget))
+      jobs.append((guide_name(budget), runlib.run_command(guide_spec(), run_dir, overrides),
+                   run_dir))
+  failed = runlib.launch_all(jobs, _PARALLEL.value)
+  if failed:
+    raise SystemExit(f"guides failed: {', '.join(failed)}; see their log.txt")
+  return measured
 
 
 # --- the analysis of a finished run -----------------------------------------------
@@ -344,40 +409,38 @@ def main(argv):
     except ValueError as error:
       left_out[FAMILIES[family][1]] = str(error)
       logging.warning("%s left out: %s", family, error)
-  # Calibration runs alone: first every family but the latent model, whose
-  # second stage is timed on a trained first stage (the smallest budget's).
-  latent = "latent" in families
-  measured = calibration(workdir, [f for f in families if f != "latent"]
+  # Calibration runs alone: first every family but the latent models, whose
+  # second stages (and guide) are timed on a trained first stage (the
+  # smallest budget's).
+  latent = [f for f in families if f in LATENT]
+  measured = calibration(workdir, [f for f in families if f not in LATENT]
                          + ([FIRST_STAGE] if latent else []))
   ensure_classifier()
   if latent:
-    first_stages = [(first_stage_name(budget), budget) for budget in _BUDGETS.value]
-    jobs = []
-    for name, budget in first_stages:
-      run_dir = os.path.join(workdir, name)
-      if not runlib.is_finished(run_dir):
-        overrides = plan(FIRST_STAGE, _FIRST_STAGE_SHARE.value * float(budget),
-                         measured[FIRST_STAGE])
-        jobs.append((name, runlib.run_command(first_stage_spec(), run_dir, overrides), run_dir))
-    failed = runlib.launch_all(jobs, _PARALLEL.value)
-    if failed:
-      raise SystemExit(f"first stages failed: {', '.join(failed)}; see their log.txt")
-    measured = calibration(workdir, ["latent"],
-                           os.path.join(workdir, first_stages[0][0]))
+    measured = prepare_stages(workdir, families, measured)
   jobs, runs = [], []
   for family in families:
     for budget in _BUDGETS.value:
       name = run_name(family, budget)
       run_dir = os.path.join(workdir, name)
-      share = 1.0 - _FIRST_STAGE_SHARE.value if family == "latent" else 1.0
+      share = 1.0
+      if family in LATENT:
+        share -= _FIRST_STAGE_SHARE.value
+      if family == "latent_guided":
+        share -= _GUIDE_SHARE.value
       overrides = plan(family, share * float(budget), measured[family])
       run = {"name": name, "family": family, "label": FAMILIES[family][1],
              "budget": float(budget), "unit": _UNIT.value, "dir": run_dir,
              "steps": overrides["train.num_steps"]}
-      if family == "latent":
+      if family in LATENT:
         first_dir = os.path.join(workdir, first_stage_name(budget))
         overrides["latent.first_stage_workdir"] = first_dir
         run["first_stage"] = {"dir": first_dir, "calibration": FIRST_STAGE}
+      if family == "latent_guided":
+        guide_dir = os.path.join(workdir, guide_name(budget))
+        overrides["eval.guide_workdir"] = guide_dir
+        overrides["eval.guidance_scale"] = _AUTOGUIDANCE.value
+        run["guide"] = {"dir": guide_dir, "calibration": GUIDE}
       runs.append(run)
       if runlib.is_finished(run_dir):
         logging.info("%s: finished, not run again", name)
@@ -392,10 +455,10 @@ def main(argv):
     if runlib.is_finished(run["dir"]):
       run["results"] = json.load(open(os.path.join(run["dir"], "results.json")))
       run["analysis"] = analyse(run["dir"])
-    first = run.get("first_stage")
-    if first and runlib.is_finished(first["dir"]):
-      first["results"] = json.load(open(os.path.join(first["dir"], "results.json")))
-      first["steps"] = first["results"].get("step")
+    for stage in (run.get("first_stage"), run.get("guide")):
+      if stage and runlib.is_finished(stage["dir"]):
+        stage["results"] = json.load(open(os.path.join(stage["dir"], "results.json")))
+        stage["steps"] = stage["results"].get("step")
   paths = report_lib.write(workdir, runs, measured, {
       "data": _DATA.value, "size": _SIZE.value, "budget_unit": _UNIT.value,
       "command": " ".join(sys.argv), "wall_seconds": time.time() - start,

@@ -165,19 +165,36 @@ def test_flattening_and_the_machine_readable_numbers(tmp_path):
   assert by_run["dcgan_30s"]["bits_per_dim"] is None and by_run["dcgan_30s"]["why"]["bits_per_dim"]
 
 
-def test_the_latent_model_counts_its_first_stage_in_its_budget(tmp_path):
-  result = _compare(tmp_path, "--families=latent", "--budgets=50")
+def test_the_latent_models_count_every_stage_in_their_budget(tmp_path):
+  result = _compare(tmp_path, "--families=latent,latent_guided", "--budgets=50")
   assert result.returncode == 0, result.stderr[-3000:]
   folder = tmp_path / "compare"
   numbers = json.loads((folder / "compare.json").read_text())
-  (entry,) = numbers["runs"]
+  entries = {entry["family"]: entry for entry in numbers["runs"]}
+  results = {name: json.loads((folder / name / "results.json").read_text())
+             for name in ("latent_50steps_first_stage", "latent_50steps",
+                          "latent_guided_50steps_guide", "latent_guided_50steps")}
+  first = results["latent_50steps_first_stage"]
   # 20% of 50 steps trained the first stage in its own folder, the rest the second.
-  first = json.loads((folder / "latent_50steps_first_stage" / "results.json").read_text())
-  second = json.loads((folder / "latent_50steps" / "results.json").read_text())
+  entry = entries["latent"]
+  second = results["latent_50steps"]
   assert first["step"] == entry["first_stage_steps"] == 10 and second["step"] == 40
   assert math.isclose(entry["train_seconds"], first["timing"]["train_seconds"]
                       + second["timing"]["train_seconds"])
   assert second["first_stage"]["workdir"] == str(folder / "latent_50steps_first_stage")
   assert math.isfinite(entry["fd"]) and entry["flops"] > 0
+  # The autoguided model shares that first stage; its guide trains for 6% of
+  # the budget (3 steps, rounded up to the 10 a run takes at least), the model
+  # for what is left (37 -> 30), and all three count.
+  entry = entries["latent_guided"]
+  guide, model = results["latent_guided_50steps_guide"], results["latent_guided_50steps"]
+  assert guide["step"] == entry["guide_steps"] == 10 and model["step"] == 30
+  assert entry["first_stage_steps"] == 10
+  assert math.isclose(entry["train_seconds"], first["timing"]["train_seconds"]
+                      + guide["timing"]["train_seconds"] + model["timing"]["train_seconds"])
+  config = json.loads((folder / "latent_guided_50steps" / "config.json").read_text())
+  assert config["eval"]["guide_workdir"] == str(folder / "latent_guided_50steps_guide")
+  assert config["eval"]["guidance_scale"] == 1.5 and math.isfinite(entry["fd"])
   calibration = json.loads((folder / "calibration.json").read_text())
-  assert set(calibration) == {"latent", "latent_first_stage"}
+  assert set(calibration) == {"latent", "latent_first_stage", "latent_guide"}
+  assert calibration["latent_guide"]["params"] < calibration["latent"]["params"]

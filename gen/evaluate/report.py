@@ -99,18 +99,22 @@ def row_of(run: dict, calibration: dict) -> dict:
     row["why"]["all"] = "the run did not finish"
     return row
   row["train_seconds"] = _get(results, "timing", "train_seconds")
-  first = run.get("first_stage")
-  if first:  # a latent model: both stages count
-    first_flops = calibration.get(first["calibration"], {}).get("flops_per_step")
-    first_seconds = _get(first, "results", "timing", "train_seconds")
-    row["first_stage_steps"] = first.get("steps")
-    row["train_flops"] = (row["train_flops"] + first_flops * first["steps"]
-                          if row["train_flops"] and first_flops and first.get("steps") else None)
-    row["train_seconds"] = (row["train_seconds"] + first_seconds
-                            if row["train_seconds"] is not None and first_seconds is not None
+  # A latent model: its first stage counts, and an autoguided one's guide.
+  for stage_key in ("first_stage", "guide"):
+    stage = run.get(stage_key)
+    if not stage:
+      continue
+    stage_flops = calibration.get(stage["calibration"], {}).get("flops_per_step")
+    stage_seconds = _get(stage, "results", "timing", "train_seconds")
+    row[f"{stage_key}_steps"] = stage.get("steps")
+    row["train_flops"] = (row["train_flops"] + stage_flops * stage["steps"]
+                          if row["train_flops"] and stage_flops and stage.get("steps") else None)
+    row["train_seconds"] = (row["train_seconds"] + stage_seconds
+                            if row["train_seconds"] is not None and stage_seconds is not None
                             else None)
     if row["train_seconds"] is None or row["train_flops"] is None:
-      row["why"]["train"] = f"the first stage in {first['dir']} did not finish or was not timed"
+      row["why"].setdefault("train", f"the {stage_key.replace('_', ' ')} in {stage['dir']} "
+                                     f"did not finish or was not timed")
   row["first_call_seconds"] = _get(results, "timing", "first_call_seconds")
   # One measurement for every family: a compiled call of its sampler (the one
   # sample quality uses: DDIM for DDPM) on 64 images, after a first call.
@@ -601,7 +605,8 @@ def machine_readable(runs: list[dict], calibration: dict, meta: dict) -> dict:
         "budget_seconds": run["budget"] if run["unit"] == "seconds" else None,
         "budget_steps": run["budget"] if run["unit"] == "steps" else None,
         "train_seconds": row.get("train_seconds"), "steps": run["steps"],
-        "first_stage_steps": row.get("first_stage_steps"), "flops": row.get("train_flops"),
+        "first_stage_steps": row.get("first_stage_steps"),
+        "guide_steps": row.get("guide_steps"), "flops": row.get("train_flops"),
         "params": row.get("params"), "fd": row.get("fid"),
         "fd_baseline": row.get("fid_val_vs_test"), "fd_num_samples": row.get("num_samples"),
         "precision": row.get("precision"), "recall": row.get("recall"),
@@ -616,7 +621,8 @@ def machine_readable(runs: list[dict], calibration: dict, meta: dict) -> dict:
                "linear_probe": row["why"].get("codes"), "nmi": row["why"].get("codes"),
                "train_seconds": row["why"].get("train"), "flops": row["why"].get("train")}
     for key, value in entry.items():
-      if value is None and key not in ("budget_seconds", "budget_steps", "first_stage_steps"):
+      if value is None and key not in ("budget_seconds", "budget_steps", "first_stage_steps",
+                                       "guide_steps"):
         why[key] = missing or reasons.get(key) or "not measured"
     for name in OOD_SETS:
       if entry["auroc"][name] is None:
