@@ -242,33 +242,37 @@ def _python_rows() -> dict[str, str]:
   labels = {}
   for python in _JAX_PYTHONS.value:
     versions = _versions(python)
-    print(f"row 'JAX {versions.split(',')[0]}': {python} ({versions})")
-    labels[f"JAX {versions.split(',')[0]}"] = python
+    label = f"JAX {versions.split(',')[0].removeprefix('jax ')}"
+    print(f"rows '{label}': {python} ({versions})")
+    labels[label] = python
   return labels
 
 
-def _rows(python_rows: dict[str, str]) -> list[tuple[str, str, str, str]]:
-  """(row label, case, what to run, XLA flags) in table order."""
+def _rows(python_rows: dict[str, str]) -> list[tuple[str, str, str, str, str]]:
+  """(row label, case, what to run, XLA flags, interpreter) in table order."""
   rows = []
+  here = sys.executable
   for case in _CASES.value:
     spec, twin, channels_last = CASES[case]
-    rows.append(("JAX (gen)", case, f"jax:{spec}", ""))
-    for label in python_rows:
-      rows.append((label, case, f"jax:{spec}", ""))
+    rows.append(("JAX (gen)", case, f"jax:{spec}", "", here))
+    for label, python in python_rows.items():
+      rows.append((label, case, f"jax:{spec}", "", python))
     if _BASELINE.value:
-      rows.append(("JAX baseline", case, f"jax:{spec}", ""))
+      rows.append(("JAX baseline", case, f"jax:{spec}", "", here))
     for xla_flags in _XLA_VARIANTS.value:
-      label = ("JAX without gen's XLA:CPU flags" if xla_flags == _NO_GEN_FLAGS
-               else f"JAX {xla_flags}")
-      rows.append((label, case, f"jax:{spec}", xla_flags))
+      suffix = ("without gen's XLA:CPU flags" if xla_flags == _NO_GEN_FLAGS
+                else xla_flags)
+      rows.append((f"JAX {suffix}", case, f"jax:{spec}", xla_flags, here))
+      for label, python in python_rows.items():
+        rows.append((f"{label} {suffix}", case, f"jax:{spec}", xla_flags, python))
     for variant in _VARIANTS.value:
       variant_case, settings, xla_flags = VARIANTS[variant]
       if variant_case == case:
-        rows.append((f"JAX {variant}", case, f"jax:{spec}{settings}", xla_flags))
+        rows.append((f"JAX {variant}", case, f"jax:{spec}{settings}", xla_flags, here))
     if not _NO_TORCH.value:
-      rows.append(("PyTorch", case, f"torch:{twin}", ""))
+      rows.append(("PyTorch", case, f"torch:{twin}", "", here))
       if channels_last:
-        rows.append(("PyTorch channels_last", case, f"torch:{twin}:cl", ""))
+        rows.append(("PyTorch channels_last", case, f"torch:{twin}:cl", "", here))
   return rows
 
 
@@ -296,11 +300,11 @@ def main(argv):
         f"~{_SECONDS.value:g} s, median\n", flush=True)
   python_rows = _python_rows()
   rows = _rows(python_rows)
-  results = {(label, case): [] for label, case, _, _ in rows}
+  results = {(label, case): [] for label, case, *_ in rows}
   for round_index in range(_ROUNDS.value):
-    for label, case, what, xla_flags in rows:
+    for label, case, what, xla_flags, python in rows:
       root = _BASELINE.value if label == "JAX baseline" else ROOT
-      result = _launch(what, xla_flags, root, python_rows.get(label, sys.executable))
+      result = _launch(what, xla_flags, root, python)
       results[(label, case)].append(result)
       # Progress, so that a stopped run still leaves its figures.
       rate = result.get("examples_per_s")
@@ -319,7 +323,7 @@ def _print_table(rows, results) -> None:
         "first call s | GFLOP/step | GFLOP/s | MFU |")
   print("|---|---|---:|---:|---|---:|---:|---:|---:|---:|")
   basis = None
-  for label, case, _, _ in rows:
+  for label, case, *_ in rows:
     runs = results[(label, case)]
     errors = [r["error"] for r in runs if "error" in r]
     if errors:
@@ -348,7 +352,7 @@ def _print_profiles(rows, results) -> None:
 
   for case in _CASES.value:
     profiles = {}
-    for label, row_case, _, _ in rows:
+    for label, row_case, *_ in rows:
       runs = [r for r in results[(label, row_case)] if "profile" in r]
       if row_case == case and runs:
         profiles[label] = runs[-1]["profile"]  # the last round's: the machine warmest
