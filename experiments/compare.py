@@ -110,6 +110,10 @@ _GUIDE_SHARE = flags.DEFINE_float(
 _AUTOGUIDANCE = flags.DEFINE_float("autoguidance_scale", 1.5, "The autoguided latent model's "
                                    "guidance scale (docs/diffusion.md: 1.5 for guides of "
                                    "2,000-4,000 steps).")
+_STOP_WHEN_FLAT = flags.DEFINE_bool(
+    "stop_when_flat", True, "Run the budgets from the smallest up and give a family no larger "
+    "budget once its curve has flattened (gen/evaluate/report.py: FLAT_CHANGE); the report "
+    "reads it where it stopped. --nostop_when_flat runs every budget for every family.")
 _JSON = flags.DEFINE_string("json", "", "Also write the runs' numbers to this file "
                             "(e.g. docs/compare_<machine>.json); <workdir>/compare.json always.")
 flags.mark_flags_as_required(["workdir"])
@@ -268,16 +272,57 @@ def first_stage_name(budget: str) -> str:
   return run_name("latent", budget) + "_first_stage"
 
 
+def ladder() -> list[str]:
+  """--budgets from the smallest up."""
+  return sorted(_BUDGETS.value, key=float)
+
+
+def run_spec(workdir: str, family: str, budget: str, measured: dict) -> tuple[dict, dict]:
+  """One run of the comparison (the report's dict) and its config overrides."""
+  name = run_name(family, budget)
+  run_dir = os.path.join(workdir, name)
+  share = 1.0
+  if family in LATENT:
+    share -= _FIRST_STAGE_SHARE.value
+  if family == "latent_guided":
+    share -= _GUIDE_SHARE.value
+  overrides = plan(family, share * float(budget), measured[family])
+  run = {"name": name, "family": family, "label": FAMILIES[family][1],
+         "budget": float(budget), "unit": _UNIT.value, "dir": run_dir,
+         "steps": overrides["train.num_steps"]}
+  if family in LATENT:
+    first_dir = os.path.join(workdir, first_stage_name(budget))
+    overrides["latent.first_stage_workdir"] = first_dir
+    run["first_stage"] = {"dir": first_dir, "calibration": FIRST_STAGE}
+  if family == "latent_guided":
+    guide_dir = os.path.join(workdir, guide_name(budget))
+    overrides["eval.guide_workdir"] = guide_dir
+    overrides["eval.guidance_scale"] = _AUTOGUIDANCE.value
+    run["guide"] = {"dir": guide_dir, "calibration": GUIDE}
+  return run, overrides
+
+
+def load_results(run: dict) -> None:
+  """The results of a finished run and of its earlier stages, into `run`."""
+  for part in (run, run.get("first_stage"), run.get("guide")):
+    if part and runlib.is_finished(part["dir"]):
+      part["results"] = json.load(open(os.path.join(part["dir"], "results.json")))
+      if part is not run:
+        part["steps"] = part["results"].get("step")
+
+
 def guide_name(budget: str) -> str:
   return run_name("latent_guided", budget) + "_guide"
 
 
-def prepare_stages(workdir: str, families: list[str], measured: dict) -> dict:
-  """Trains what the latent models' runs need first: the first stage of each
-  budget (shared by both latent models), then the guide of each budget; then
-  calibrates their second stages. Returns `measured` with those entries."""
+def prepare_stages(workdir: str, families: list[str], measured: dict,
+                   budgets: list[str]) -> dict:
+  """Trains what the latent models' runs at `budgets` need first: the first
+  stage of each budget (shared by both latent models), then the guide of each
+  budget; calibrates their second stages on the smallest budget's first stage.
+  Returns `measured` with those entries."""
   jobs = []
-  for budget in _BUDGETS.value:
+  for budget in budgets:
     run_dir = os.path.join(workdir, first_stage_name(budget))
     if not runlib.is_finished(run_dir):
       overrides = plan(FIRST_STAGE, _FIRST_STAGE_SHARE.value * float(budget),
@@ -288,14 +333,14 @@ def prepare_stages(workdir: str, families: list[str], measured: dict) -> dict:
   if failed:
     raise SystemExit(f"first stages failed: {', '.join(failed)}; see their log.txt")
   guided = "latent_guided" in families
-  first_dir = os.path.join(workdir, first_stage_name(_BUDGETS.value[0]))
+  first_dir = os.path.join(workdir, first_stage_name(ladder()[0]))
   measured = calibration(workdir, ["latent"] + ([GUIDE] if guided else []), first_dir)
   # Both latent models' second stages are the same network and step.
   measured = {**measured, "latent_guided": measured["latent"]}
   if not guided:
     return measured
   jobs = []
-  for budget in _BUDGETS.value:
+  for budget in budgets:
     run_dir = os.path.join(workdir, guide_name(budget))
     if not runlib.is_finished(run_dir):
       overrides = plan(GUIDE, _GUIDE_SHARE.value * float(budget), measured[GUIDE])
@@ -416,54 +461,46 @@ def main(argv):
   measured = calibration(workdir, [f for f in families if f not in LATENT]
                          + ([FIRST_STAGE] if latent else []))
   ensure_classifier()
-  if latent:
-    measured = prepare_stages(workdir, families, measured)
-  jobs, runs = [], []
-  for family in families:
-    for budget in _BUDGETS.value:
-      name = run_name(family, budget)
-      run_dir = os.path.join(workdir, name)
-      share = 1.0
-      if family in LATENT:
-        share -= _FIRST_STAGE_SHARE.value
-      if family == "latent_guided":
-        share -= _GUIDE_SHARE.value
-      overrides = plan(family, share * float(budget), measured[family])
-      run = {"name": name, "family": family, "label": FAMILIES[family][1],
-             "budget": float(budget), "unit": _UNIT.value, "dir": run_dir,
-             "steps": overrides["train.num_steps"]}
-      if family in LATENT:
-        first_dir = os.path.join(workdir, first_stage_name(budget))
-        overrides["latent.first_stage_workdir"] = first_dir
-        run["first_stage"] = {"dir": first_dir, "calibration": FIRST_STAGE}
-      if family == "latent_guided":
-        guide_dir = os.path.join(workdir, guide_name(budget))
-        overrides["eval.guide_workdir"] = guide_dir
-        overrides["eval.guidance_scale"] = _AUTOGUIDANCE.value
-        run["guide"] = {"dir": guide_dir, "calibration": GUIDE}
-      runs.append(run)
-      if runlib.is_finished(run_dir):
-        logging.info("%s: finished, not run again", name)
+  runs, failed, stopped = [], [], {}
+  # The ladder from its smallest budget up: a family whose curve has
+  # flattened gets no larger budget (--stop_when_flat).
+  for budget in ladder():
+    active = [f for f in families if f not in stopped]
+    if any(f in LATENT for f in active):
+      measured = prepare_stages(workdir, active, measured, [budget])
+    rung = [run_spec(workdir, family, budget, measured) for family in active]
+    runs.extend(run for run, _ in rung)
+    jobs = []
+    for run, overrides in rung:
+      if runlib.is_finished(run["dir"]):
+        logging.info("%s: finished, not run again", run["name"])
         continue
-      jobs.append((name, runlib.run_command(config_spec(family), run_dir, overrides), run_dir))
-  failed = runlib.launch_all(
-      jobs, _PARALLEL.value,
-      lambda name, code, seconds: logging.info("%s: %s in %.0f s", name,
-                                               "done" if not code else f"FAILED ({code})",
-                                               seconds))
+      jobs.append((run["name"], runlib.run_command(config_spec(run["family"]), run["dir"],
+                                                   overrides), run["dir"]))
+    failed += runlib.launch_all(
+        jobs, _PARALLEL.value,
+        lambda name, code, seconds: logging.info("%s: %s in %.0f s", name,
+                                                 "done" if not code else f"FAILED ({code})",
+                                                 seconds))
+    for run in runs:
+      load_results(run)
+    if _STOP_WHEN_FLAT.value:
+      for entry in report_lib.convergence([report_lib.row_of(run, measured) for run in runs]):
+        if entry["flattened"] and entry["family"] not in stopped:
+          stopped[entry["family"]] = budget
+          logging.info("%s has flattened at %s (%+.1f%%): no larger budget", entry["family"],
+                       budget, 100 * entry["change"])
   for run in runs:
-    if runlib.is_finished(run["dir"]):
-      run["results"] = json.load(open(os.path.join(run["dir"], "results.json")))
+    if "results" in run:
       run["analysis"] = analyse(run["dir"])
-    for stage in (run.get("first_stage"), run.get("guide")):
-      if stage and runlib.is_finished(stage["dir"]):
-        stage["results"] = json.load(open(os.path.join(stage["dir"], "results.json")))
-        stage["steps"] = stage["results"].get("step")
   paths = report_lib.write(workdir, runs, measured, {
       "data": _DATA.value, "size": _SIZE.value, "budget_unit": _UNIT.value,
       "command": " ".join(sys.argv), "wall_seconds": time.time() - start,
       "samples": _SAMPLES.value, "analysis_examples": _ANALYSIS_EXAMPLES.value,
-      "left_out": left_out, "machine": compute.machine_summary()}, json_copy=_JSON.value)
+      "left_out": left_out, "machine": compute.machine_summary(),
+      "stopped_when_flat": {FAMILIES[f][1]: float(b) for f, b in stopped.items()
+                            if float(b) < max(float(x) for x in _BUDGETS.value)}},
+      json_copy=_JSON.value)
   logging.info("report: %s", ", ".join(paths))
   if failed:
     raise SystemExit(f"runs failed: {', '.join(failed)}; see their log.txt")

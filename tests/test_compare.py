@@ -159,7 +159,7 @@ def test_flattening_and_the_machine_readable_numbers(tmp_path):
   for entry in numbers["runs"]:
     assert required <= set(entry)
     for key, value in entry.items():
-      if value is None and key not in ("budget_steps", "first_stage_steps"):
+      if value is None and key not in ("budget_steps", "first_stage_steps", "guide_steps"):
         assert entry["why"].get(key), (entry["run"], key)
   assert by_run["dcgan_90s"]["why"]["fd"] == "the run did not finish"
   assert by_run["dcgan_30s"]["bits_per_dim"] is None and by_run["dcgan_30s"]["why"]["bits_per_dim"]
@@ -198,3 +198,20 @@ def test_the_latent_models_count_every_stage_in_their_budget(tmp_path):
   calibration = json.loads((folder / "calibration.json").read_text())
   assert set(calibration) == {"latent", "latent_first_stage", "latent_guide"}
   assert calibration["latent_guide"]["params"] < calibration["latent"]["params"]
+
+
+def test_a_family_that_has_flattened_gets_no_larger_budget(tmp_path):
+  # Budgets of 10 and 11 steps both train 10 (a run's steps are whole tens):
+  # the same run twice, so the curve is flat there and the 12-step rung is
+  # never run; the budgets are taken smallest first whatever their order.
+  result = _compare(tmp_path, "--families=autoencoder", "--budgets=12,10,11")
+  assert result.returncode == 0, result.stderr[-3000:]
+  folder = tmp_path / "compare"
+  numbers = json.loads((folder / "compare.json").read_text())
+  assert [entry["run"] for entry in numbers["runs"]] == ["autoencoder_10steps",
+                                                         "autoencoder_11steps"]
+  assert numbers["runs"][0]["fd"] == numbers["runs"][1]["fd"]
+  assert not (folder / "autoencoder_12steps").exists()
+  assert numbers["stopped_when_flat"] == {"autoencoder (dense)": 11.0}
+  assert "Given no larger budget, having flattened (compare.py --stop_when_flat): " \
+         "autoencoder (dense) at 11 steps." in (folder / "report.md").read_text()

@@ -437,6 +437,12 @@ def build(runs: list[dict], calibration: dict, meta: dict, workdir: str) -> list
       f"there when that budget improved its FD (bits/dim for a family without samples) by "
       f"less than {FLAT_CHANGE:.0%} over the previous budget; one that has not flattened "
       f"could still gain from a longer run, and its row in the answer is provisional.")})
+  if meta.get("stopped_when_flat"):
+    unit = "s" if meta.get("budget_unit") == "seconds" else " steps"
+    blocks.append({"p": "Given no larger budget, having flattened (compare.py "
+                        "--stop_when_flat): " + "; ".join(
+                            f"{label} at {_fmt(budget)}{unit}"
+                            for label, budget in meta["stopped_when_flat"].items()) + "."})
   table = []
   for entry in convergence(rows):
     values = ", ".join(f"{_fmt(b)}{unit}: {_fmt(v)}" for b, v in
@@ -637,7 +643,8 @@ def machine_readable(runs: list[dict], calibration: dict, meta: dict) -> dict:
   return {"command": meta.get("command"), "data": meta.get("data"),
           "budget_unit": meta.get("budget_unit"), "machine": meta.get("machine"),
           "device": next(iter(calibration.values()), {}).get("device"),
-          "flat_change": FLAT_CHANGE, "runs": out}
+          "flat_change": FLAT_CHANGE,
+          "stopped_when_flat": meta.get("stopped_when_flat") or {}, "runs": out}
 
 
 def write(workdir: str, runs: list[dict], calibration: dict, meta: dict,
