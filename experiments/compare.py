@@ -19,7 +19,10 @@ Each (family, budget) is a run of experiments/main.py in its own workdir,
 `--parallel` at a time; a restarted comparison reuses finished runs (and
 their analysis.json) and resumes the others from their checkpoints, so a
 ladder of budgets long enough for every family to stop improving can be run
-over several sittings.
+over several sittings. The budgets run from the smallest up, and a family
+whose FD (bits/dim without samples) improved by less than 10% at a budget
+gets no larger one (--stop_when_flat): the cheap families stop early and the
+report reads each family where it stopped.
 
 The latent model counts both stages against its budget: its first stage (an
 autoencoder) trains for --first_stage_share of it in <run>_first_stage, the
