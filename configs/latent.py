@@ -24,7 +24,10 @@ Variants (--config=configs/latent.py:<variant>):
   digits  8x8 digits: a 2x2x4 code of configs/spatial_autoencoder.py:digits,
           both stages in seconds. The tests run it.
   eps     the same second stage with DDPM's eps objective (cosine schedule,
-          DDIM sampling), for comparison (experiments/nfe_sweep.py).
+          DDIM sampling), for comparison (experiments/nfe_sweep.py). Known
+          defect: sampled from t = T-1, where sqrt(abar) = 4.9e-5, its codes
+          diverge (FD 706 at 16,000 steps); started at sigma/alpha <= 80 the
+          same model gives FD 66 at 20 steps (docs/diffusion.md). Not fixed yet.
   v       the same with v-prediction (cosine schedule, DDIM sampling).
   guide   a weaker model of the same codes for autoguidance (Karras et al.,
           2024): half the U-Net's width, 2,000 steps. Sample the default
