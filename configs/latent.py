@@ -57,8 +57,9 @@ import ml_collections
 
 from configs import ddpm, default, flow_matching
 
-VARIANTS = ("", "digits", "eps", "v", "guide", "guide_digits", "cond_guide", "mlp", "mlp_digits", "cond",
-            "cond_digits", "flow", "flow_digits", "vae_flow", "vae_flow_digits")
+VARIANTS = ("", "digits", "eps", "v", "guide", "guide_digits", "cond_guide", "mlp",
+            "mlp_digits", "cond", "cond_digits", "flow", "flow_digits", "vae_flow",
+            "vae_flow_digits")
 
 
 def get_config(variant: str = ""):

@@ -324,36 +324,35 @@ def prepare_stages(workdir: str, families: list[str], measured: dict,
   stage of each budget (shared by both latent models), then the guide of each
   budget; calibrates their second stages on the smallest budget's first stage.
   Returns `measured` with those entries."""
-  jobs = []
-  for budget in budgets:
-    run_dir = os.path.join(workdir, first_stage_name(budget))
-    if not runlib.is_finished(run_dir):
-      overrides = plan(FIRST_STAGE, _FIRST_STAGE_SHARE.value * float(budget),
-                       measured[FIRST_STAGE])
-      jobs.append((first_stage_name(budget), runlib.run_command(first_stage_spec(), run_dir,
-                                                                overrides), run_dir))
-  failed = runlib.launch_all(jobs, _PARALLEL.value)
-  if failed:
-    raise SystemExit(f"first stages failed: {', '.join(failed)}; see their log.txt")
+  train_stage(workdir, "first stages", FIRST_STAGE, first_stage_spec(), first_stage_name,
+              _FIRST_STAGE_SHARE.value, measured, budgets)
   guided = "latent_guided" in families
   first_dir = os.path.join(workdir, first_stage_name(ladder()[0]))
   measured = calibration(workdir, ["latent"] + ([GUIDE] if guided else []), first_dir)
   # Both latent models' second stages are the same network and step.
   measured = {**measured, "latent_guided": measured["latent"]}
-  if not guided:
-    return measured
+  if guided:
+    train_stage(workdir, "guides", GUIDE, guide_spec(), guide_name, _GUIDE_SHARE.value,
+                measured, budgets,
+                lambda budget: {"latent.first_stage_workdir":
+                                os.path.join(workdir, first_stage_name(budget))})
+  return measured
+
+
+def train_stage(workdir: str, what: str, calibration_key: str, spec: str, name_of, share: float,
+                measured: dict, budgets: list[str], more_overrides=lambda budget: {}) -> None:
+  """Trains the unfinished runs of one earlier stage (`share` of each budget);
+  stops the comparison, naming them, if any fails."""
   jobs = []
   for budget in budgets:
-    run_dir = os.path.join(workdir, guide_name(budget))
+    run_dir = os.path.join(workdir, name_of(budget))
     if not runlib.is_finished(run_dir):
-      overrides = plan(GUIDE, _GUIDE_SHARE.value * float(budget), measured[GUIDE])
-      overrides["latent.first_stage_workdir"] = os.path.join(workdir, first_stage_name(budget))
-      jobs.append((guide_name(budget), runlib.run_command(guide_spec(), run_dir, overrides),
-                   run_dir))
+      overrides = {**plan(calibration_key, share * float(budget), measured[calibration_key]),
+                   **more_overrides(budget)}
+      jobs.append((name_of(budget), runlib.run_command(spec, run_dir, overrides), run_dir))
   failed = runlib.launch_all(jobs, _PARALLEL.value)
   if failed:
-    raise SystemExit(f"guides failed: {', '.join(failed)}; see their log.txt")
-  return measured
+    raise SystemExit(f"{what} failed: {', '.join(failed)}; see their log.txt")
 
 
 # --- the analysis of a finished run -----------------------------------------------

@@ -90,7 +90,7 @@ def sweep() -> list[dict]:
   base.family.check_config()
   inner = getattr(base.family, "inner", base.family)
   inner_eval = inner.config.eval
-  guided = hasattr(inner, "guidance_interval")  # diffusion and flow matching
+  guided = hasattr(inner, "objective")  # diffusion and flow matching: the guidable families
   scales = sorted(float(s) for s in _SCALES.value)
   if not guided:
     given = [flag for flag, value in (("--guide_workdir", _GUIDE.value),
