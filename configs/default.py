@@ -126,6 +126,11 @@ def get_config() -> ml_collections.ConfigDict:
   # noise) inside which the guidance scale applies; outside it the model is
   # unguided (scale 1). () = guide at every level.
   config.eval.guidance_interval = ()
+  # eps and v samplers start at the last step whose noise level sigma / alpha
+  # is at most this (EDM's sigma_max is 80); 0 = at the schedule's end. An
+  # eps network's error reaches x_0 times sigma / alpha: the cosine schedule
+  # ends at 2e4 and needs the cap; the linear one ends at 152.
+  config.eval.max_noise_level = 0.0
   # Bits/dim of diffusion and flow-matching models through the probability-
   # flow ODE (gen.diffusion.likelihood), an estimate on the first this many
   # test images (0 = skip): Heun's method with this many fixed steps, and

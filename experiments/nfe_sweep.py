@@ -36,6 +36,10 @@ _NFE = flags.DEFINE_list("nfe", ["5", "10", "20", "50", "100"],
 _SAMPLERS = flags.DEFINE_list("samplers", [], "Samplers to try (default: every one that "
                               "fits the run's objective, ancestral excepted: it runs all T).")
 _SAMPLES = flags.DEFINE_integer("samples", 2000, "Samples per FD (and baseline images).")
+_MAX_NOISE_LEVEL = flags.DEFINE_float(
+    "max_noise_level", None, "config.eval.max_noise_level for eps and v runs (the noise "
+    "level sigma/alpha their samplers start at; 0 = the schedule's end); default: each "
+    "run's own.")
 _OUT = flags.DEFINE_string("out", "", "Write <out>.json and <out>.png; '' = print only.")
 flags.mark_flags_as_required(["workdirs"])
 
@@ -57,10 +61,14 @@ def sweep(workdir: str) -> list[dict]:
   rows = []
   for name in names:
     for nfe in sorted({int(n) for n in _NFE.value}):
-      steps = steps_for(name, nfe)
-      if not inner.path.continuous:
-        steps = min(steps, inner.timesteps)
       config = run.config.copy_and_resolve_references()
+      if _MAX_NOISE_LEVEL.value is not None:
+        config.eval.max_noise_level = _MAX_NOISE_LEVEL.value
+      family = families.make(config, run.dataset.info)
+      first_step = getattr(family, "inner", family).first_step
+      steps = steps_for(name, nfe)
+      if first_step is not None:
+        steps = min(steps, first_step + 1)
       config.eval.sampler, config.eval.sampling_steps = name, steps
       family = families.make(config, run.dataset.info)
       family.check_config()
@@ -69,8 +77,9 @@ def sweep(workdir: str) -> list[dict]:
       result = fidelity.sample_quality(sample_fn, sharding.single_device(params), run.dataset,
                                        config, classifier, family.to_pixels)
       rows.append({"run": workdir, "objective": objective, "sampler": name, "steps": steps,
-                   "network_evaluations": samplers.network_evaluations(name, steps,
-                                                                       inner.timesteps),
+                   "network_evaluations": samplers.network_evaluations(
+                       name, steps, inner.timesteps if first_step is None else first_step + 1),
+                   "max_noise_level": config.eval.get("max_noise_level", 0.0),
                    "fd": result["fid"], "fd_baseline": result["fid_val_vs_test"],
                    "num_samples": result["num_samples"], "step": run.step,
                    "seconds": time.perf_counter() - start})

@@ -10,6 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from configs import ddpm as ddpm_config
 from configs import flow_matching as flow_matching_config
 from gen import config as config_lib
 from gen.data import SourceInfo
@@ -149,12 +150,83 @@ def test_samplers_by_objective_and_their_network_evaluations():
   assert samplers.network_evaluations("dpmpp_2m", 10) == 10
 
 
+# --- the start of sampling on a schedule that ends near abar = 0 ------------------
+def _draw_cosine_eps(sampler, steps, max_noise_level, error=0.01):
+  """Samples of the exact eps network plus a constant `error`, on the cosine
+  schedule of T = 1000 (its last step at sigma / alpha = 2e4)."""
+  path = paths.make_path({"objective": "eps", "noise_schedule": "cosine", "timesteps": 1000})
+  exact = _denoiser(path, "eps")
+  eps_fn = lambda x, t: exact(x, t)[1] + error
+  denoise = lambda x, t: paths.predictions("eps", eps_fn(x, t), x, *path.coefficients(t))
+  rng = jax.random.PRNGKey(0)
+  if sampler == "ddim":
+    start = samplers.first_step(path.schedule, max_noise_level)
+    fn = lambda key: samplers.ddim_sample(eps_fn, path.schedule, key, SHAPE, steps,
+                                          start=start)
+  else:
+    grid = samplers.make_grid(path, steps, max_noise_level)
+    fn = {"heun": lambda key: samplers.heun_sample(denoise, grid, key, SHAPE, "edm"),
+          "dpmpp_2m": lambda key: samplers.dpmpp_2m_sample(denoise, grid, key, SHAPE)
+          }[sampler]
+  return np.asarray(compiled_fast(fn, rng)(rng), np.float64)
+
+
+@pytest.mark.parametrize("sampler", ["ddim", "heun", "dpmpp_2m"])
+def test_a_noise_level_cap_keeps_a_small_eps_error_from_throwing_samples_off(sampler):
+  """An eps error of 0.01 reaches x_0 times sigma / alpha: from the cosine
+  schedule's last step (2e4) the samples' mean moves by 6-40,000 (20 steps;
+  measured); started at sigma / alpha <= 80 (config.eval.max_noise_level)
+  by 0.03-0.06."""
+  uncapped = _draw_cosine_eps(sampler, 20, 0.0)
+  assert np.max(np.abs(uncapped.mean(0) - MU)) > 1.0, uncapped.mean(0)
+  capped = _draw_cosine_eps(sampler, 20, 80.0)
+  assert np.max(np.abs(capped.mean(0) - MU)) < 0.1, capped.mean(0)
+
+
+def test_heun_needs_the_cap_even_with_the_exact_network():
+  """Heun's first step from sigma / alpha = 2e4 is too long for its
+  corrector: the exact network's samples have covariance errors of 5.9 (20
+  steps; 293 at 10); from 80, 0.04."""
+  assert _covariance_error(_draw_cosine_eps("heun", 20, 0.0, error=0.0)) > 1.0
+  assert _covariance_error(_draw_cosine_eps("heun", 20, 80.0, error=0.0)) < 0.1
+
+
+def test_the_first_step_under_a_noise_level_cap():
+  schedule = paths.make_schedule("cosine", 1000)
+  abar = schedule["alphas_cumprod"]
+  level = np.sqrt((1 - abar) / abar)
+  start = samplers.first_step(schedule, 80.0)
+  assert level[start] <= 80.0 < level[start + 1]
+  assert samplers.first_step(schedule, 0.0) == 999
+  assert list(samplers.ddim_timesteps(1000, 3, start)) == [start, round(start / 2), 0]
+  with pytest.raises(ValueError, match=r"config.eval.max_noise_level=0.001 is below"):
+    samplers.first_step(schedule, 1e-3)
+  with pytest.raises(ValueError, match=r"config.eval.sampling_steps=1000 must be in 1 .. "):
+    samplers.ddim_timesteps(1000, 1000, start)
+
+
+def test_ancestral_sampling_from_the_cap_is_ddim_with_eta_one_over_its_steps():
+  """Both draw step i's noise from fold_in(key, i), so over the same steps
+  from the same start they are the same sampler."""
+  path = paths.make_path({"objective": "eps", "noise_schedule": "cosine", "timesteps": 50})
+  eps_fn = lambda x, t: _denoiser(path, "eps")(x, t)[1]
+  start = samplers.first_step(path.schedule, 20.0)
+  assert start < 49
+  rng = jax.random.PRNGKey(3)
+  shape = (64, 2)
+  ancestral = samplers.ancestral_sample(eps_fn, path.schedule, rng, shape, start=start)
+  ddim = samplers.ddim_sample(eps_fn, path.schedule, rng, shape, start + 1, eta=1.0,
+                              start=start)
+  np.testing.assert_allclose(ancestral, ddim, atol=1e-4)
+
+
 # --- the family with the new objectives -------------------------------------------
 @pytest.mark.parametrize("key,value,message", [
     ("model.objective", "x0", "config.model.objective='x0'"),
     ("model.time_sampling", "beta", "config.model.time_sampling='beta'"),
     ("eval.sampler", "ddim", "config.eval.sampler='ddim' does not fit"),
     ("eval.sampling_steps", 0, "config.eval.sampling_steps=0"),
+    ("eval.max_noise_level", 80.0, "config.eval.max_noise_level=80.0 caps a discrete"),
 ])
 def test_flow_matching_rejects_impossible_settings_by_name(key, value, message):
   config = flow_matching_config.get_config("digits")
@@ -162,6 +234,25 @@ def test_flow_matching_rejects_impossible_settings_by_name(key, value, message):
   config[section][name] = value
   with pytest.raises(ValueError, match=message):
     DDPM(config, SourceInfo("digits", (8, 8, 1), "image")).check_config()
+
+
+def test_the_family_starts_its_eps_samplers_under_the_cap():
+  config = ddpm_config.get_config("digits")
+  info = SourceInfo("digits", (8, 8, 1), "image")
+  assert DDPM(config, info).first_step == 99
+  config.eval.max_noise_level = 3.0
+  family = DDPM(config, info)
+  assert family.check_config() == [] and family.first_step < 99
+  abar = family.schedule["alphas_cumprod"][family.first_step]
+  assert math.sqrt((1 - abar) / abar) <= 3.0
+  config.eval.sampling_steps = family.first_step + 2
+  with pytest.raises(ValueError, match=r"config.eval.sampling_steps=.* below "
+                                       r"config.eval.max_noise_level"):
+    DDPM(config, info).check_config()
+  for level, message in ((-1.0, "must be a number >= 0"), (1e-3, "is below the noise level")):
+    config.eval.max_noise_level = level
+    with pytest.raises(ValueError, match=rf"config.eval.max_noise_level=.*{message}"):
+      DDPM(config, info).check_config()
 
 
 @pytest.mark.parametrize("variant", ["", "digits", "wide", "gpu"])

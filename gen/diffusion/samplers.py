@@ -21,6 +21,7 @@ x is not clipped between steps; the family clips only the final sample.
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import jax
 import jax.numpy as jnp
@@ -55,7 +56,8 @@ def resolve_sampler(sampler: str, objective: str) -> str:
 
 
 def network_evaluations(sampler: str, steps: int, timesteps: int = 0) -> int:
-  """Network calls per sample: ancestral runs all `timesteps`, heun 2 steps - 1."""
+  """Network calls per sample: ancestral runs all `timesteps` (from its first
+  step: `first_step` + 1 of them), heun 2 steps - 1."""
   if sampler == "ancestral":
     return timesteps
   if sampler == "heun":
@@ -64,8 +66,31 @@ def network_evaluations(sampler: str, steps: int, timesteps: int = 0) -> int:
 
 
 # --- DDPM's own forms (eps_fn on a schedule) --------------------------------------
+def first_step(schedule: dict, max_noise_level: float = 0.0) -> int:
+  """The step a sampler starts from: T-1, or with max_noise_level > 0 the last
+  step whose noise level sigma / alpha is at most it.
+
+  Why a cap: eps networks predict x_0 as (x - sigma eps_hat) / alpha, so an
+  error in eps_hat reaches x_0 multiplied by sigma / alpha. The cosine
+  schedule of T = 1000 ends at sigma / alpha = 2e4 (its last beta is clipped
+  at 0.999), and its first step then throws samples far off the data (a
+  latent eps model, FD 706); EDM's sigma_max = 80 starts where x is still
+  N(0, I) to within alpha = 0.0125 of the data (Karras et al., 2022).
+  """
+  timesteps = len(schedule["betas"])
+  if not max_noise_level:
+    return timesteps - 1
+  abar = schedule["alphas_cumprod"]
+  within = np.nonzero(np.sqrt((1.0 - abar) / abar) <= max_noise_level)[0]
+  if not len(within):
+    raise ValueError(f"config.eval.max_noise_level={max_noise_level} is below the noise "
+                     f"level of the schedule's first step, "
+                     f"{math.sqrt((1.0 - abar[0]) / abar[0]):.3g}")
+  return int(within.max())
+
+
 def ancestral_sample(eps_fn, schedule: dict, rng, shape: tuple[int, ...],
-                     temperature=1.0):
+                     temperature=1.0, start: int | None = None):
   """Ho et al.'s Algorithm 2 over all T steps, one lax.scan: [*shape] float32 x_0, not clipped.
 
   x_{t-1} = (x_t - beta_t / sqrt(1 - abar_t) eps(x_t, t)) / sqrt(alpha_t) + sigma_t z,
@@ -74,10 +99,11 @@ def ancestral_sample(eps_fn, schedule: dict, rng, shape: tuple[int, ...],
   x_{T-1} ~ N(0, I) and every injected z: below 1 it trades diversity for
   typical-looking samples. The noise of step i (0 = first) comes from
   fold_in(key, i), as in `ddim_sample`, so that DDIM with eta = 1 over all T
-  steps draws the same noise and gives the same samples.
+  steps draws the same noise and gives the same samples. `start` (default
+  T-1; see `first_step`) is the step it starts from.
   """
   timesteps = len(schedule["betas"])
-  ts = np.arange(timesteps - 1, -1, -1)
+  ts = np.arange(timesteps - 1 if start is None else start, -1, -1)
   coefficients = (1.0 / np.sqrt(schedule["alphas"][ts]),
                   schedule["betas"][ts] / schedule["sqrt_one_minus_alphas_cumprod"][ts],
                   np.sqrt(schedule["posterior_variance"][ts]))
@@ -90,26 +116,30 @@ def ancestral_sample(eps_fn, schedule: dict, rng, shape: tuple[int, ...],
     z = jax.random.normal(jax.random.fold_in(step_rng, index), shape)
     return inverse_sqrt_alpha * (x - eps_coefficient * eps) + sigma * temperature * z, None
 
-  inputs = (jnp.arange(timesteps), jnp.asarray(ts, jnp.int32),
+  inputs = (jnp.arange(len(ts)), jnp.asarray(ts, jnp.int32),
             *(jnp.asarray(c, jnp.float32) for c in coefficients))
   x, _ = jax.lax.scan(step, x, inputs)
   return x
 
 
-def ddim_timesteps(timesteps: int, num_steps: int) -> np.ndarray:
-  """[num_steps] int32: evenly spaced from T-1 down to 0 (just T-1 for one step).
+def ddim_timesteps(timesteps: int, num_steps: int, start: int | None = None) -> np.ndarray:
+  """[num_steps] int32: evenly spaced from `start` (default T-1) down to 0
+  (just `start` for one step).
 
-  Starting at T-1 matters: that is where x is N(0, I); ending at 0 leaves
-  the least noise for the final x_0 prediction to remove.
+  Starting at T-1 (or the `first_step` of a noise-level cap) matters: that
+  is where x is N(0, I); ending at 0 leaves the least noise for the final
+  x_0 prediction to remove.
   """
-  if not 1 <= num_steps <= timesteps:
-    raise ValueError(f"config.eval.sampling_steps={num_steps!r} must be in "
-                     f"1 .. config.model.timesteps={timesteps}")
-  return np.round(np.linspace(timesteps - 1, 0, num_steps)).astype(np.int32)
+  start = timesteps - 1 if start is None else start
+  if not 1 <= num_steps <= start + 1:
+    limit = (f"config.model.timesteps={timesteps}" if start == timesteps - 1 else
+             f"{start + 1}, the steps below config.eval.max_noise_level")
+    raise ValueError(f"config.eval.sampling_steps={num_steps!r} must be in 1 .. {limit}")
+  return np.round(np.linspace(start, 0, num_steps)).astype(np.int32)
 
 
 def ddim_sample(eps_fn, schedule: dict, rng, shape: tuple[int, ...], num_steps: int,
-                eta: float = 0.0, temperature=1.0):
+                eta: float = 0.0, temperature=1.0, start: int | None = None):
   """DDIM (Song et al., 2021) on `ddim_timesteps`, one lax.scan: [*shape] x_0, not clipped.
 
   From t to the next timestep s of the subsequence (s = -1 after the last,
@@ -123,10 +153,10 @@ def ddim_sample(eps_fn, schedule: dict, rng, shape: tuple[int, ...], num_steps: 
   noise would exceed 1 - abar_s; the direction term is then floored at 0.
   `temperature` multiplies the initial noise and z, as in `ancestral_sample`.
   `num_steps` and `eta` are Python numbers: the coefficients are computed in
-  float64 before the loop.
+  float64 before the loop. `start`: as in `ddim_timesteps`.
   """
   timesteps = len(schedule["betas"])
-  ts = ddim_timesteps(timesteps, num_steps)
+  ts = ddim_timesteps(timesteps, num_steps, start)
   abar = schedule["alphas_cumprod"]
   abar_t = abar[ts]
   abar_next = np.concatenate([abar[ts[1:]], [1.0]])
@@ -171,13 +201,19 @@ class Grid:
     return len(self.times)
 
 
-def make_grid(path, num_steps: int) -> Grid:
-  """N steps of `path`: a DiscretePath's `ddim_timesteps`; on a FlowPath, t
-  evenly spaced from 1 to 0 (t = 0, the data, is the clean end)."""
+def make_grid(path, num_steps: int, max_noise_level: float = 0.0) -> Grid:
+  """N steps of `path`: a DiscretePath's `ddim_timesteps` (from its
+  `first_step` under max_noise_level); on a FlowPath, t evenly spaced from 1
+  to 0 (t = 0, the data, is the clean end)."""
   if isinstance(path, DiscretePath):
-    times = ddim_timesteps(path.timesteps, num_steps)
+    times = ddim_timesteps(path.timesteps, num_steps,
+                           first_step(path.schedule, max_noise_level))
     abar = path.schedule["alphas_cumprod"][times]
     return Grid(times, np.append(np.sqrt(abar), 1.0), np.append(np.sqrt(1.0 - abar), 0.0))
+  if max_noise_level:
+    raise ValueError(f"config.eval.max_noise_level={max_noise_level} caps a discrete "
+                     f"schedule's noise (eps, v); flow matching starts at t = 1, where its "
+                     f"x_0 estimate is not amplified: leave it 0")
   if not isinstance(num_steps, int) or num_steps < 1:
     raise ValueError(f"config.eval.sampling_steps={num_steps!r} must be a positive integer")
   t = np.linspace(1.0, 0.0, num_steps + 1)

@@ -159,6 +159,27 @@ class DDPM(Family):
     return samplers.resolve_sampler(self.config.eval.sampler, self.objective)
 
   @property
+  def max_noise_level(self) -> float:
+    """config.eval.max_noise_level (0 = sample from the path's end)."""
+    level = self.config.eval.get("max_noise_level", 0.0) or 0.0
+    if not (isinstance(level, (int, float)) and level >= 0):
+      raise ValueError(f"config.eval.max_noise_level={level!r} must be a number >= 0 "
+                       f"(a noise level sigma/alpha; 0 = start at the schedule's end)")
+    if level and self.path.continuous:
+      raise ValueError(f"config.eval.max_noise_level={level} caps a discrete schedule's "
+                       f"noise (config.model.objective eps, v); "
+                       f"config.model.objective={self.objective!r} starts at t = 1, where "
+                       f"its x_0 estimate is not amplified: leave it 0")
+    return float(level)
+
+  @property
+  def first_step(self) -> int | None:
+    """The step eps/v samplers start from (`samplers.first_step`); None on a FlowPath."""
+    if self.path.continuous:
+      return None
+    return samplers.first_step(self.schedule, self.max_noise_level)
+
+  @property
   def guidance_interval(self) -> tuple[float, float] | None:
     """config.eval.guidance_interval as (low, high) noise levels; None = everywhere."""
     interval = tuple(self.config.eval.get("guidance_interval", ()) or ())
@@ -193,9 +214,10 @@ class DDPM(Family):
     if scale < 0:
       raise ValueError(f"config.eval.guidance_scale={scale} must be >= 0")
     self.guidance_interval  # raises when malformed
+    self.first_step  # raises when the noise-level cap is malformed or below the schedule
     sampler = self.sampler_name  # raises when unknown or unfit for the objective
     if sampler != "ancestral":
-      samplers.make_grid(self.path, evaluation.sampling_steps)  # raises when out of range
+      samplers.make_grid(self.path, evaluation.sampling_steps, self.max_noise_level)
     if not evaluation.ddim_eta >= 0:
       raise ValueError(f"config.eval.ddim_eta={evaluation.ddim_eta!r} must be >= 0 "
                        f"(0 = deterministic, 1 = ancestral-like)")
@@ -361,9 +383,10 @@ class DDPM(Family):
     if sampler in ("ancestral", "ddim"):
       eps = self.eps_fn(params, labels=labels, guidance=guidance)
       if sampler == "ancestral":
-        return ancestral_sample(eps, self.schedule, rng, shape, temperature)
-      return ddim_sample(eps, self.schedule, rng, shape, steps, eta, temperature)
-    grid = samplers.make_grid(self.path, steps)
+        return ancestral_sample(eps, self.schedule, rng, shape, temperature, self.first_step)
+      return ddim_sample(eps, self.schedule, rng, shape, steps, eta, temperature,
+                         self.first_step)
+    grid = samplers.make_grid(self.path, steps, self.max_noise_level)
     denoiser = self.denoiser(params, labels, guidance)
     if sampler == "euler":
       return samplers.euler_sample(denoiser, grid, rng, shape, temperature)
@@ -404,7 +427,7 @@ class DDPM(Family):
     sampler = "ddim" if self.sampler_name == "ancestral" else self.sampler_name
     steps = min(evaluation.sampling_steps, _VISUALIZE_STEPS)
     if not self.path.continuous:
-      steps = min(steps, self.timesteps)
+      steps = min(steps, self.first_step + 1)
     x = self._sample_unclipped(params, rng, num, 1.0, sampler, steps, evaluation.ddim_eta)
     show = lambda v: to_unit(jnp.clip(v, -1.0, 1.0), "symmetric")
     labels = batch.get("label") if self.num_classes else None
@@ -432,15 +455,19 @@ class DDPM(Family):
                                     evaluation.temperatures)
     sampler, steps = self.sampler_name, evaluation.sampling_steps
     report["sampler"] = sampler
+    first = self.first_step
     report["sampler_network_evaluations"] = samplers.network_evaluations(
-        sampler, steps, self.timesteps)
+        sampler, steps, self.timesteps if first is None else first + 1)
+    if self.max_noise_level:
+      report["sampler_max_noise_level"] = self.max_noise_level
+      report["sampler_first_step"] = first
     if not evaluation.num_images:
       return report
     params = sharding.single_device(params)
     timed = [(f"{sampler}{steps}", sampler, steps)]
     if not self.path.continuous:
-      ddim_steps = min(_TIMING_DDIM_STEPS, self.timesteps)
-      timed = [("ancestral", "ancestral", self.timesteps),
+      ddim_steps = min(_TIMING_DDIM_STEPS, self.first_step + 1)
+      timed = [("ancestral", "ancestral", self.first_step + 1),
                (f"ddim{ddim_steps}", "ddim", ddim_steps),
                *(entry for entry in timed if entry[1] not in ("ancestral", "ddim"))]
     for name, sampler_name, sampler_steps in timed:
