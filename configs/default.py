@@ -131,6 +131,10 @@ def get_config() -> ml_collections.ConfigDict:
   # eps network's error reaches x_0 times sigma / alpha: the cosine schedule
   # ends at 2e4 and needs the cap; the linear one ends at 152.
   config.eval.max_noise_level = 0.0
+  # How the eps and v samplers space their steps (ancestral runs them all):
+  # "uniform" in t, or "karras", even in (sigma / alpha)^(1/7) (Karras et
+  # al., 2022: short steps at high noise).
+  config.eval.step_spacing = "uniform"
   # Bits/dim of diffusion and flow-matching models through the probability-
   # flow ODE (gen.diffusion.likelihood), an estimate on the first this many
   # test images (0 = skip): Heun's method with this many fixed steps, and

@@ -40,6 +40,9 @@ _MAX_NOISE_LEVEL = flags.DEFINE_float(
     "max_noise_level", None, "config.eval.max_noise_level for eps and v runs (the noise "
     "level sigma/alpha their samplers start at; 0 = the schedule's end); default: each "
     "run's own.")
+_STEP_SPACING = flags.DEFINE_string(
+    "step_spacing", None, "config.eval.step_spacing for eps and v runs (uniform, karras); "
+    "default: each run's own.")
 _OUT = flags.DEFINE_string("out", "", "Write <out>.json and <out>.png; '' = print only.")
 flags.mark_flags_as_required(["workdirs"])
 
@@ -64,6 +67,8 @@ def sweep(workdir: str) -> list[dict]:
       config = run.config.copy_and_resolve_references()
       if _MAX_NOISE_LEVEL.value is not None:
         config.eval.max_noise_level = _MAX_NOISE_LEVEL.value
+      if _STEP_SPACING.value is not None:
+        config.eval.step_spacing = _STEP_SPACING.value
       family = families.make(config, run.dataset.info)
       first_step = getattr(family, "inner", family).first_step
       steps = steps_for(name, nfe)
@@ -80,6 +85,7 @@ def sweep(workdir: str) -> list[dict]:
                    "network_evaluations": samplers.network_evaluations(
                        name, steps, inner.timesteps if first_step is None else first_step + 1),
                    "max_noise_level": config.eval.get("max_noise_level", 0.0),
+                   "step_spacing": config.eval.get("step_spacing", "uniform"),
                    "fd": result["fid"], "fd_baseline": result["fid_val_vs_test"],
                    "num_samples": result["num_samples"], "step": run.step,
                    "seconds": time.perf_counter() - start})

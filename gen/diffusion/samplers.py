@@ -37,6 +37,11 @@ SAMPLERS_BY_OBJECTIVE = {
 # The first of each list: what config.eval.sampler="auto" means.
 DEFAULT_SAMPLER = {objective: names[0] for objective, names in SAMPLERS_BY_OBJECTIVE.items()}
 SAMPLERS = ("ancestral", "ddim", "euler", "heun", "dpmpp_2m")
+# config.eval.step_spacing on a discrete schedule: steps even in t, or even in
+# (sigma / alpha)^(1 / rho), rho = 7 (Karras et al., 2022), which takes short
+# steps at high noise, where a long one throws a second-order corrector off.
+STEP_SPACINGS = ("uniform", "karras")
+_KARRAS_RHO = 7.0
 
 
 def resolve_sampler(sampler: str, objective: str) -> str:
@@ -138,8 +143,41 @@ def ddim_timesteps(timesteps: int, num_steps: int, start: int | None = None) -> 
   return np.round(np.linspace(start, 0, num_steps)).astype(np.int32)
 
 
+def karras_timesteps(schedule: dict, num_steps: int, start: int | None = None) -> np.ndarray:
+  """[num_steps] int32 steps from `start` (default T-1) down to 0 whose noise
+  levels sigma / alpha follow Karras et al.'s ramp, even in level^(1/7): each
+  target level's nearest step (in log level), made strictly decreasing."""
+  timesteps = len(schedule["betas"])
+  ddim_timesteps(timesteps, num_steps, start)  # the same range check
+  start = timesteps - 1 if start is None else start
+  if num_steps == 1:
+    return np.array([start], np.int32)
+  abar = schedule["alphas_cumprod"][:start + 1]
+  log_level = 0.5 * np.log((1.0 - abar) / abar)
+  high, low = (np.exp(log_level[[-1, 0]]) ** (1.0 / _KARRAS_RHO))
+  targets = _KARRAS_RHO * np.log(high + np.linspace(0.0, 1.0, num_steps) * (low - high))
+  times = np.abs(targets[:, None] - log_level[None, :]).argmin(axis=1)
+  times = np.minimum(times, start - np.arange(num_steps))
+  times[0], times[-1] = start, 0
+  for i in range(num_steps - 2, 0, -1):
+    times[i] = max(times[i], times[i + 1] + 1)
+  return times.astype(np.int32)
+
+
+def discrete_timesteps(schedule: dict, num_steps: int, start: int | None = None,
+                       spacing: str = "uniform") -> np.ndarray:
+  """The steps of a sampler on a discrete schedule by config.eval.step_spacing."""
+  if spacing == "uniform":
+    return ddim_timesteps(len(schedule["betas"]), num_steps, start)
+  if spacing == "karras":
+    return karras_timesteps(schedule, num_steps, start)
+  raise ValueError(f"config.eval.step_spacing={spacing!r} is not known; valid: "
+                   f"{', '.join(STEP_SPACINGS)}")
+
+
 def ddim_sample(eps_fn, schedule: dict, rng, shape: tuple[int, ...], num_steps: int,
-                eta: float = 0.0, temperature=1.0, start: int | None = None):
+                eta: float = 0.0, temperature=1.0, start: int | None = None,
+                spacing: str = "uniform"):
   """DDIM (Song et al., 2021) on `ddim_timesteps`, one lax.scan: [*shape] x_0, not clipped.
 
   From t to the next timestep s of the subsequence (s = -1 after the last,
@@ -153,10 +191,9 @@ def ddim_sample(eps_fn, schedule: dict, rng, shape: tuple[int, ...], num_steps: 
   noise would exceed 1 - abar_s; the direction term is then floored at 0.
   `temperature` multiplies the initial noise and z, as in `ancestral_sample`.
   `num_steps` and `eta` are Python numbers: the coefficients are computed in
-  float64 before the loop. `start`: as in `ddim_timesteps`.
+  float64 before the loop. `start` and `spacing`: as in `discrete_timesteps`.
   """
-  timesteps = len(schedule["betas"])
-  ts = ddim_timesteps(timesteps, num_steps, start)
+  ts = discrete_timesteps(schedule, num_steps, start, spacing)
   abar = schedule["alphas_cumprod"]
   abar_t = abar[ts]
   abar_next = np.concatenate([abar[ts[1:]], [1.0]])
@@ -201,15 +238,19 @@ class Grid:
     return len(self.times)
 
 
-def make_grid(path, num_steps: int, max_noise_level: float = 0.0) -> Grid:
-  """N steps of `path`: a DiscretePath's `ddim_timesteps` (from its
-  `first_step` under max_noise_level); on a FlowPath, t evenly spaced from 1
-  to 0 (t = 0, the data, is the clean end)."""
+def make_grid(path, num_steps: int, max_noise_level: float = 0.0,
+              spacing: str = "uniform") -> Grid:
+  """N steps of `path`: a DiscretePath's `discrete_timesteps` (from its
+  `first_step` under max_noise_level, by `spacing`); on a FlowPath, t evenly
+  spaced from 1 to 0 (t = 0, the data, is the clean end)."""
   if isinstance(path, DiscretePath):
-    times = ddim_timesteps(path.timesteps, num_steps,
-                           first_step(path.schedule, max_noise_level))
+    times = discrete_timesteps(path.schedule, num_steps,
+                               first_step(path.schedule, max_noise_level), spacing)
     abar = path.schedule["alphas_cumprod"][times]
     return Grid(times, np.append(np.sqrt(abar), 1.0), np.append(np.sqrt(1.0 - abar), 0.0))
+  if spacing != "uniform":
+    raise ValueError(f"config.eval.step_spacing={spacing!r} spaces a discrete schedule's "
+                     f"steps (eps, v); flow matching's are even in t: leave it 'uniform'")
   if max_noise_level:
     raise ValueError(f"config.eval.max_noise_level={max_noise_level} caps a discrete "
                      f"schedule's noise (eps, v); flow matching starts at t = 1, where its "

@@ -173,6 +173,11 @@ class DDPM(Family):
     return float(level)
 
   @property
+  def step_spacing(self) -> str:
+    """config.eval.step_spacing ("uniform" when unset); checked by the grids."""
+    return self.config.eval.get("step_spacing", "uniform")
+
+  @property
   def first_step(self) -> int | None:
     """The step eps/v samplers start from (`samplers.first_step`); None on a FlowPath."""
     if self.path.continuous:
@@ -217,7 +222,10 @@ class DDPM(Family):
     self.first_step  # raises when the noise-level cap is malformed or below the schedule
     sampler = self.sampler_name  # raises when unknown or unfit for the objective
     if sampler != "ancestral":
-      samplers.make_grid(self.path, evaluation.sampling_steps, self.max_noise_level)
+      samplers.make_grid(self.path, evaluation.sampling_steps, self.max_noise_level,
+                         self.step_spacing)  # raises when out of range or unknown
+    elif self.step_spacing not in samplers.STEP_SPACINGS:
+      samplers.discrete_timesteps(self.schedule, 1, spacing=self.step_spacing)  # raises
     if not evaluation.ddim_eta >= 0:
       raise ValueError(f"config.eval.ddim_eta={evaluation.ddim_eta!r} must be >= 0 "
                        f"(0 = deterministic, 1 = ancestral-like)")
@@ -385,8 +393,8 @@ class DDPM(Family):
       if sampler == "ancestral":
         return ancestral_sample(eps, self.schedule, rng, shape, temperature, self.first_step)
       return ddim_sample(eps, self.schedule, rng, shape, steps, eta, temperature,
-                         self.first_step)
-    grid = samplers.make_grid(self.path, steps, self.max_noise_level)
+                         self.first_step, self.step_spacing)
+    grid = samplers.make_grid(self.path, steps, self.max_noise_level, self.step_spacing)
     denoiser = self.denoiser(params, labels, guidance)
     if sampler == "euler":
       return samplers.euler_sample(denoiser, grid, rng, shape, temperature)
