@@ -12,6 +12,7 @@ import pytest
 
 from configs import ddpm as ddpm_config
 from configs import flow_matching as flow_matching_config
+from configs import latent as latent_config
 from gen import config as config_lib
 from gen.data import SourceInfo
 from gen.diffusion import likelihood, paths, samplers
@@ -303,6 +304,16 @@ def test_the_family_starts_its_eps_samplers_under_the_cap():
     config.eval.max_noise_level = level
     with pytest.raises(ValueError, match=rf"config.eval.max_noise_level=.*{message}"):
       DDPM(config, info).check_config()
+
+
+@pytest.mark.parametrize("variant", ["eps", "v"])
+def test_latent_eps_and_v_configs_sample_from_the_cap_on_the_ramp(variant):
+  config = latent_config.get_config(variant)
+  config_lib.validate(config)
+  family = DDPM(config, SourceInfo("codes", (7, 7, 4), "latent"))
+  assert family.check_config() == []
+  assert (family.sampler_name, family.step_spacing) == ("dpmpp_2m", "karras")
+  assert family.first_step == samplers.first_step(family.schedule, 80.0) < 999
 
 
 @pytest.mark.parametrize("variant", ["", "digits", "wide", "gpu"])
