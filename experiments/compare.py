@@ -9,7 +9,7 @@
       --families=autoencoder,vae,dcgan --budget_unit=steps --budgets=20,40
 
 Every family (autoencoder, conv autoencoder, VAE, conv VAE, RealNVP, Glow,
-DCGAN, DDPM, flow matching, and a latent model: flow matching on the codes of a
+Glow with variational dequantization, DCGAN, DDPM, flow matching, and a latent model: flow matching on the codes of a
 spatial autoencoder) trains on the same data at each budget. A budget is seconds of training
 on this machine with the run alone: each family's train step is first timed
 alone (calibration.json: steps/s, and FLOPs per step from XLA's cost analysis
@@ -58,13 +58,14 @@ from absl import app, flags, logging  # noqa: E402
 import runlib  # noqa: E402
 
 FAMILIES = {
-    # name: (config file, the family's name in the report)
+    # name: (config file[:its own variant], the family's name in the report)
     "autoencoder": ("configs/autoencoder.py", "autoencoder (dense)"),
     "conv_autoencoder": ("configs/conv_autoencoder.py", "autoencoder (conv)"),
     "vae": ("configs/vae.py", "VAE (dense)"),
     "conv_vae": ("configs/conv_vae.py", "VAE (conv)"),
     "realnvp": ("configs/realnvp.py", "RealNVP flow"),
     "glow": ("configs/glow.py", "Glow flow"),
+    "glow_vd": ("configs/glow.py:vd", "Glow flow, variational dequantization"),
     "dcgan": ("configs/gan.py", "DCGAN"),
     "ddpm": ("configs/ddpm.py", "DDPM"),
     "flow_matching": ("configs/flow_matching.py", "flow matching (pixels)"),
@@ -123,11 +124,19 @@ flags.mark_flags_as_required(["workdir"])
 
 
 # --- the runs -------------------------------------------------------------------
-def config_spec(family: str) -> str:
-  path, _ = FAMILIES[family]
+def config_file_and_variant(family: str) -> tuple[str, str]:
+  """`family`'s config file and variant for this comparison's data and size:
+  the family's own variant (glow_vd: vd) joined to the data's (vd_digits)."""
+  spec, _ = FAMILIES[family]
+  path, _, own = spec.partition(":")
   variant = _VARIANTS.get((_DATA.value, _SIZE.value))
   if variant is None:
     raise app.UsageError(f"--data={_DATA.value} --size={_SIZE.value}: no such configs")
+  return path, "_".join(part for part in (own, variant) if part)
+
+
+def config_spec(family: str) -> str:
+  path, variant = config_file_and_variant(family)
   return f"{path}:{variant}" if variant else path
 
 
@@ -142,9 +151,8 @@ def load_config(family: str):
   if family == GUIDE:
     from gen.families import latent
     return platform.resolve(latent.load_config_file(guide_spec()))[0]
-  path, _ = FAMILIES[family]
+  path, variant = config_file_and_variant(family)
   module = importlib.import_module(path.removesuffix(".py").replace("/", "."))
-  variant = _VARIANTS[(_DATA.value, _SIZE.value)]
   try:
     config = module.get_config(variant) if variant else module.get_config()
   except (ValueError, TypeError) as error:  # no such variant

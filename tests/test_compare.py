@@ -215,3 +215,19 @@ def test_a_family_that_has_flattened_gets_no_larger_budget(tmp_path):
   assert numbers["stopped_when_flat"] == {"autoencoder (dense)": 11.0}
   assert "Given no larger budget, having flattened (compare.py --stop_when_flat): " \
          "autoencoder (dense) at 11 steps." in (folder / "report.md").read_text()
+
+
+def test_a_family_with_its_own_variant_joins_it_to_the_datas():
+  """glow_vd is configs/glow.py:vd; on digits, :vd_digits."""
+  code = ("import sys; sys.path.insert(0, 'experiments'); import compare; "
+          "from absl import flags; flags.FLAGS(['compare', '--workdir=unused', '--data=%s']); "
+          "config = compare.load_config('glow_vd'); "
+          "print(compare.config_spec('glow_vd'), compare.config_spec('glow'), "
+          "config.model.dequantization, config.model.steps_per_scale)")
+  for data, expected in (("digits", "configs/glow.py:vd_digits configs/glow.py:digits "
+                                    "variational 2"),
+                         ("fashion_mnist", "configs/glow.py:vd configs/glow.py variational 8")):
+    done = subprocess.run([sys.executable, "-c", code % data], cwd=ROOT, env=subprocess_env(),
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.split("\n")[-2] == expected, done.stdout
