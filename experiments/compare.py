@@ -9,8 +9,9 @@
       --families=autoencoder,vae,dcgan --budget_unit=steps --budgets=20,40
 
 Every family (autoencoder, conv autoencoder, VAE, conv VAE, RealNVP, Glow,
-Glow with variational dequantization, DCGAN, DDPM, flow matching, and a latent model: flow matching on the codes of a
-spatial autoencoder) trains on the same data at each budget. A budget is seconds of training
+Glow with variational dequantization, DCGAN, DDPM, flow matching, and a
+latent model: flow matching on the codes of a spatial autoencoder) trains on
+the same data at each budget. A budget is seconds of training
 on this machine with the run alone: each family's train step is first timed
 alone (calibration.json: steps/s, and FLOPs per step from XLA's cost analysis
 of the compiled step), which turns seconds into a number of steps, so each run

@@ -61,19 +61,19 @@ def sweep(workdir: str) -> list[dict]:
   objective = inner.objective
   names = _SAMPLERS.value or [s for s in samplers.SAMPLERS_BY_OBJECTIVE[objective]
                               if s != "ancestral"]
+  base = run.config.copy_and_resolve_references()
+  if _MAX_NOISE_LEVEL.value is not None:
+    base.eval.max_noise_level = _MAX_NOISE_LEVEL.value
+  if _STEP_SPACING.value is not None:
+    base.eval.step_spacing = _STEP_SPACING.value
+  first_step = getattr(families.make(base, run.dataset.info), "inner", inner).first_step
   rows = []
   for name in names:
     for nfe in sorted({int(n) for n in _NFE.value}):
-      config = run.config.copy_and_resolve_references()
-      if _MAX_NOISE_LEVEL.value is not None:
-        config.eval.max_noise_level = _MAX_NOISE_LEVEL.value
-      if _STEP_SPACING.value is not None:
-        config.eval.step_spacing = _STEP_SPACING.value
-      family = families.make(config, run.dataset.info)
-      first_step = getattr(family, "inner", family).first_step
       steps = steps_for(name, nfe)
       if first_step is not None:
         steps = min(steps, first_step + 1)
+      config = base.copy_and_resolve_references()
       config.eval.sampler, config.eval.sampling_steps = name, steps
       family = families.make(config, run.dataset.info)
       family.check_config()

@@ -21,7 +21,6 @@ x is not clipped between steps; the family clips only the final sample.
 from __future__ import annotations
 
 import dataclasses
-import math
 
 import jax
 import jax.numpy as jnp
@@ -71,6 +70,12 @@ def network_evaluations(sampler: str, steps: int, timesteps: int = 0) -> int:
 
 
 # --- DDPM's own forms (eps_fn on a schedule) --------------------------------------
+def _noise_levels(schedule: dict) -> np.ndarray:
+  """[T] float64 sigma / alpha of each step (increasing)."""
+  abar = schedule["alphas_cumprod"]
+  return np.sqrt((1.0 - abar) / abar)
+
+
 def first_step(schedule: dict, max_noise_level: float = 0.0) -> int:
   """The step a sampler starts from: T-1, or with max_noise_level > 0 the last
   step whose noise level sigma / alpha is at most it.
@@ -85,12 +90,11 @@ def first_step(schedule: dict, max_noise_level: float = 0.0) -> int:
   timesteps = len(schedule["betas"])
   if not max_noise_level:
     return timesteps - 1
-  abar = schedule["alphas_cumprod"]
-  within = np.nonzero(np.sqrt((1.0 - abar) / abar) <= max_noise_level)[0]
+  levels = _noise_levels(schedule)
+  within = np.nonzero(levels <= max_noise_level)[0]
   if not len(within):
     raise ValueError(f"config.eval.max_noise_level={max_noise_level} is below the noise "
-                     f"level of the schedule's first step, "
-                     f"{math.sqrt((1.0 - abar[0]) / abar[0]):.3g}")
+                     f"level of the schedule's first step, {levels[0]:.3g}")
   return int(within.max())
 
 
@@ -152,8 +156,7 @@ def karras_timesteps(schedule: dict, num_steps: int, start: int | None = None) -
   start = timesteps - 1 if start is None else start
   if num_steps == 1:
     return np.array([start], np.int32)
-  abar = schedule["alphas_cumprod"][:start + 1]
-  log_level = 0.5 * np.log((1.0 - abar) / abar)
+  log_level = np.log(_noise_levels(schedule)[:start + 1])
   high, low = (np.exp(log_level[[-1, 0]]) ** (1.0 / _KARRAS_RHO))
   targets = _KARRAS_RHO * np.log(high + np.linspace(0.0, 1.0, num_steps) * (low - high))
   times = np.abs(targets[:, None] - log_level[None, :]).argmin(axis=1)
@@ -164,15 +167,20 @@ def karras_timesteps(schedule: dict, num_steps: int, start: int | None = None) -
   return times.astype(np.int32)
 
 
+def check_step_spacing(spacing: str) -> None:
+  """ValueError naming config.eval.step_spacing when it is not known."""
+  if spacing not in STEP_SPACINGS:
+    raise ValueError(f"config.eval.step_spacing={spacing!r} is not known; valid: "
+                     f"{', '.join(STEP_SPACINGS)}")
+
+
 def discrete_timesteps(schedule: dict, num_steps: int, start: int | None = None,
                        spacing: str = "uniform") -> np.ndarray:
   """The steps of a sampler on a discrete schedule by config.eval.step_spacing."""
-  if spacing == "uniform":
-    return ddim_timesteps(len(schedule["betas"]), num_steps, start)
+  check_step_spacing(spacing)
   if spacing == "karras":
     return karras_timesteps(schedule, num_steps, start)
-  raise ValueError(f"config.eval.step_spacing={spacing!r} is not known; valid: "
-                   f"{', '.join(STEP_SPACINGS)}")
+  return ddim_timesteps(len(schedule["betas"]), num_steps, start)
 
 
 def ddim_sample(eps_fn, schedule: dict, rng, shape: tuple[int, ...], num_steps: int,

@@ -165,12 +165,7 @@ class DDPM(Family):
     if not (isinstance(level, (int, float)) and level >= 0):
       raise ValueError(f"config.eval.max_noise_level={level!r} must be a number >= 0 "
                        f"(a noise level sigma/alpha; 0 = start at the schedule's end)")
-    if level and self.path.continuous:
-      raise ValueError(f"config.eval.max_noise_level={level} caps a discrete schedule's "
-                       f"noise (config.model.objective eps, v); "
-                       f"config.model.objective={self.objective!r} starts at t = 1, where "
-                       f"its x_0 estimate is not amplified: leave it 0")
-    return float(level)
+    return float(level)  # flow matching's grid names it when set
 
   @property
   def step_spacing(self) -> str:
@@ -224,8 +219,8 @@ class DDPM(Family):
     if sampler != "ancestral":
       samplers.make_grid(self.path, evaluation.sampling_steps, self.max_noise_level,
                          self.step_spacing)  # raises when out of range or unknown
-    elif self.step_spacing not in samplers.STEP_SPACINGS:
-      samplers.discrete_timesteps(self.schedule, 1, spacing=self.step_spacing)  # raises
+    else:
+      samplers.check_step_spacing(self.step_spacing)
     if not evaluation.ddim_eta >= 0:
       raise ValueError(f"config.eval.ddim_eta={evaluation.ddim_eta!r} must be >= 0 "
                        f"(0 = deterministic, 1 = ancestral-like)")
