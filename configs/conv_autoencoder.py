@@ -6,7 +6,8 @@ Two stride-2 convolutions (28 -> 14 -> 7), a dense bottleneck of 64 and the
 mirror-image decoder: the convolutional counterpart of configs/autoencoder.py.
 After the default 5000 steps it should reach a test reconstruction MSE of about
 0.009 (measured 0.0088, against 0.0104 for the dense network), in 8 minutes on
-2 CPU cores (about 1,500 examples/s; experiments/benchmarks/benchmark.py).
+2 CPU cores (about 1,500 examples/s; experiments/benchmarks/benchmark.py). Final
+evaluation (test split, FD on 5,000 samples): 0.5 minutes on 2 cores of an AMD EPYC (docs/final_eval_cost_2core_cpu.md).
 
 Variants (--config=configs/conv_autoencoder.py:<variant>):
   gpu  accelerator-sized: batch 1024 (same network and steps, so more epochs);

@@ -8,6 +8,11 @@ eval.batch_size=100): test bits/dim ELBO 3.310, importance-weighted K=1000
 3.259 (both bounds; RealNVP's exact figure is 3.298 at
 9,000 steps, 3.192 at 22,000).
 
+Final evaluation: 23 minutes alone on 2 cores of an AMD EPYC (docs/final_eval_cost_2core_cpu.md),
+almost all of it the K=1000 bound over the 10,000 test images (progress is
+logged; the first Ctrl-C stops it, the checkpoint is saved);
+--config.eval.iw_samples=100 brings the whole end to about 3 minutes.
+
 Variants as configs/vae.py: binarized, latent2, digits, cond, cond_digits, and
 gpu (accelerator-sized: batch 512, same network; not yet measured on an
 accelerator, experiments/device_suite.py).

@@ -23,7 +23,9 @@ Through experiments/main.py with 2 cores shared with another run it ran
 (experiments/benchmarks/sample_benchmark.py), ~60 minutes. Plus ~40 s per validation
 and ~80 s for the test evaluation (4 noise levels per image).
 End-of-run samples use DDIM with config.eval.sampling_steps = 50 steps
-(config.eval.sampler=ancestral runs all 1000).
+(config.eval.sampler=ancestral runs all 1000). The whole final evaluation
+(test loss, FD on 2,000 samples, the ODE likelihood of 500 test images):
+4.3 minutes on 2 cores of an AMD EPYC (docs/final_eval_cost_2core_cpu.md).
 
 Variants (--config=configs/ddpm.py:<variant>):
   digits  8x8 digits, a tiny U-Net and T = 100; seconds. The tests run it.

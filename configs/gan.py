@@ -5,7 +5,8 @@
 
 Sample quality (FID in the classifier's features, beside the train-vs-test
 baseline at the same sample count) is in results.json under
-"sample_quality". Measured (10,000 steps: a 4000-step run continued in its workdir, the
+"sample_quality" (the final evaluation, FD on 5,000 samples: 0.5 minutes
+on 2 cores of an AMD EPYC (docs/final_eval_cost_2core_cpu.md)). Measured (10,000 steps: a 4000-step run continued in its workdir, the
 schedule constant, so the same as one run; 33 + 30 minutes of training on
 2 CPU cores, the first part shared with a DDPM run):
 10,000 samples, classifier FID 195.4 (train-vs-test baseline 1.67),

@@ -18,7 +18,9 @@ CPU cores; autoguided by :guide (5 more minutes) at scale 1.5, FD 10.1 (4.4x):
       --guidance=1.5 --num_samples=1000
 
 The conditional model (:cond with :cond_guide, scale 1.25) reaches FD 8.6
-(3.7x); docs/diffusion.md.
+(3.7x); docs/diffusion.md. The final evaluation (FD on 5,000 decoded samples,
+the first stage's reconstruction FD beside it): 3.1 minutes
+on 2 cores of an AMD EPYC (docs/final_eval_cost_2core_cpu.md).
 
 Variants (--config=configs/latent.py:<variant>):
   digits  8x8 digits: a 2x2x4 code of configs/spatial_autoencoder.py:digits,

@@ -6,6 +6,7 @@ Residual convolutions down to a feature map of 7x7 positions and 4 channels
 (196 numbers, against the conv autoencoder's 64) and back up; binary cross-
 entropy on [0, 1] pixels. Its reconstructions are the floor of every latent
 model built on it: reported as the reconstruction FD by configs/latent.py.
+Final evaluation (test reconstructions): 0.1 minutes on 2 cores of an AMD EPYC (docs/final_eval_cost_2core_cpu.md).
 
 Variants (--config=configs/spatial_autoencoder.py:<variant>):
   digits  8x8 digits (a 2x2x4 code); seconds. The latent tests run it.

@@ -43,7 +43,8 @@ _FIRST_STAGE = flags.DEFINE_string("first_stage_workdir", "",
 def measure(config: str, folder: str) -> dict:
   workdir = os.path.join(folder, config.replace("/", "_").replace(":", "_"))
   command = [sys.executable, os.path.join(ROOT, "experiments", "main.py"), f"--config={config}",
-             f"--workdir={workdir}", "--config.train.num_steps=1"]
+             f"--workdir={workdir}", "--config.train.num_steps=1",
+             "--config.train.steps_per_call=1"]
   if config.startswith("configs/latent.py") and _FIRST_STAGE.value:
     command.append(f"--config.latent.first_stage_workdir={_FIRST_STAGE.value}")
   start = time.perf_counter()
@@ -59,7 +60,9 @@ def measure(config: str, folder: str) -> dict:
   quality = results.get("sample_quality", {})
   return {"config": config, "seconds": results["timing"]["final_evaluation_seconds"],
           "wall_seconds": wall, "fid_samples": quality.get("num_samples", 0),
-          "iw_samples": settings.get("iw_samples", 0),
+          # K counts only where the run reported an importance-weighted bound.
+          "iw_samples": (settings.get("iw_samples", 0) if any(
+              "_iw" in key for key in results.get("test", {})) else 0),
           "ode_likelihood_images": settings.get("ode_likelihood_images", 0),
           "num_images": settings.get("num_images", 0)}
 
