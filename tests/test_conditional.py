@@ -148,11 +148,16 @@ def test_a_short_conditional_run_draws_the_classes_asked_for(tmp_path, digits_cl
 
 @pytest.mark.parametrize("config_file", ["configs/vae.py:cond_digits",
                                          "configs/conv_vae.py:cond_digits"])
-def test_a_conditional_vae_decodes_the_class_it_is_given(tmp_path, config_file):
+def test_a_conditional_vae_decodes_the_class_it_is_given(tmp_path, config_file,
+                                                        digits_classifier):
   """Its decoder sees the label: the same z decoded as two classes gives two
-  images; the bounds are finite; samples follow the classes asked for."""
+  images; the bounds are finite; samples drawn from the class prior follow the
+  classes asked for; label_use.py measures how it uses the label."""
+  from experiments.benchmarks import label_use
+  from gen.families import classifier as classifier_lib
   results = train_in_process(config_file, tmp_path / "cvae", "--config.eval.fid_samples=0",
-                             "--config.eval.num_images=0")
+                             "--config.eval.num_images=0", "--config.train.num_steps=300",
+                             f"--config.eval.classifier={digits_classifier}")
   assert np.isfinite(results["test"]["bits_per_dim_elbo_bound"])
   assert np.isfinite(results["test"]["bits_per_dim_iw20_bound"])
   run = restore.load_run(str(tmp_path / "cvae"))
@@ -164,6 +169,11 @@ def test_a_conditional_vae_decodes_the_class_it_is_given(tmp_path, config_file):
   images = family.sample(run.params, jax.random.PRNGKey(1), 10)
   assert images.shape == (10, 8, 8, 1) and bool(jnp.all(jnp.isfinite(images)))
   assert bundle.num_classes(family) == 10
+  classifier, why = classifier_lib.find_classifier(run.config, run.dataset)
+  assert classifier is not None, why
+  use = label_use.label_use(run, classifier, 200)
+  print(use)
+  assert use["images"] == 200 and use["prior_sample_accuracy_T0.5"] > 0.3, use  # chance: 0.1
 
 
 def test_a_conditional_flow_reports_log_p_x_and_log_p_x_given_y(tmp_path):

@@ -78,16 +78,20 @@ def _digits_batch(count=48):
   return {"x": jnp.asarray(pixels), "uid": jnp.arange(count, dtype=jnp.int32)}
 
 
-def _log_px_by_quadrature(family, params, batch, half_width=7.0, points=281):
-  """log p(x) = log of the integral of p(x | z) p(z) over a 2-D latent grid."""
+def _log_px_by_quadrature(family, params, batch, half_width=7.0, points=281, label=None):
+  """log p(x) = log of the integral of p(x | z) p(z) over a 2-D latent grid
+  (with `label`, of p(x | z, y) p(z | y) for that one class: log p(x | y))."""
   x = family.prepare(batch, None, train=False)
   target = family.targets(batch, x)
   axis = np.linspace(-half_width, half_width, points, dtype=np.float32)
   grid = np.stack(np.meshgrid(axis, axis), -1).reshape(-1, 2)
-  log_prior = -0.5 * np.sum(grid ** 2, axis=1) - math.log(2 * math.pi)
+  labels = None if label is None else jnp.full(len(grid), label)
+  prior_mean, prior_log_var = (np.asarray(v)[0] for v in family.prior(params, labels, 1))
+  log_prior = -0.5 * np.sum((grid - prior_mean) ** 2 * np.exp(-prior_log_var) + prior_log_var,
+                            axis=1) - math.log(2 * math.pi)
   cell = math.log((axis[1] - axis[0]) ** 2)
 
-  out = jax.jit(family.decode)(params, jnp.asarray(grid))
+  out = jax.jit(family.decode)(params, jnp.asarray(grid), labels)
 
   # `out` is an argument, not a closed-over constant: XLA would fold the
   # 79k-row decoder output into the program and take seconds to compile it.
@@ -133,6 +137,92 @@ def test_importance_weighted_bound_rises_with_k_toward_log_px():
   elbo_gap, final_gap = (log_px - elbo).mean(), gaps[1000].mean()
   assert elbo_gap > 1.0, "the test needs a real gap between the ELBO and log p(x)"
   assert final_gap < 0.25 * elbo_gap, (elbo_gap, final_gap)
+
+
+def test_analytic_kl_to_a_gaussian_prior_matches_monte_carlo():
+  rng = np.random.default_rng(1)
+  mean, prior_mean = (jnp.asarray(rng.normal(size=(4, 3)), jnp.float32) for _ in range(2))
+  log_var, prior_log_var = (jnp.asarray(rng.normal(scale=0.7, size=(4, 3)), jnp.float32)
+                            for _ in range(2))
+  num = 200_000
+  eps = jax.random.normal(jax.random.PRNGKey(0), (num, 4, 3))
+  z = mean + jnp.exp(0.5 * log_var) * eps
+  log_q = jnp.sum(-0.5 * (eps ** 2 + log_var), axis=-1)
+  log_p = jnp.sum(-0.5 * ((z - prior_mean) ** 2 * jnp.exp(-prior_log_var) + prior_log_var),
+                  axis=-1)
+  samples = np.asarray(log_q - log_p, np.float64)
+  standard_error = samples.std(axis=0) / math.sqrt(num)
+  analytic = np.asarray(gaussian_kl(mean, log_var, prior_mean, prior_log_var))
+  assert np.all(np.abs(samples.mean(axis=0) - analytic) < 4 * standard_error)
+  assert np.all(analytic > 0.1)
+
+
+def _class_prior_family():
+  """A conditional digits VAE with a 2-D latent and a class prior moved off N(0, I)."""
+  config = vae.get_config("cond_digits")
+  config.model.hidden_sizes = (64,)
+  config.model.class_prior = True
+  family = VAE(config, SourceInfo("digits", (8, 8, 1), "image", 10))
+  family.check_config()
+  params = jax.jit(family.init_params)(jax.random.PRNGKey(0))
+  # Weights moved off their initialization, so that p(x | z) depends on z and
+  # the prior matters to log p(x | y).
+  params = jax.tree_util.tree_map(
+      lambda w: w + 0.05 * jax.random.normal(jax.random.PRNGKey(w.size), w.shape), params)
+  classes = np.arange(10, dtype=np.float32)[:, None]
+  params = dict(params, prior_mean=jnp.asarray(np.concatenate(
+      [0.4 * classes - 2.0, 1.5 - 0.3 * classes], axis=1)),
+                prior_log_var=jnp.asarray(np.log(np.full((10, 2), 0.6 ** 2, np.float32))))
+  return family, params
+
+
+def test_a_class_prior_enters_the_kl_the_bounds_and_the_samples():
+  """p(z | y) = N(prior_mean[y], exp(prior_log_var[y])): the ELBO's KL, the
+  importance-weighted bound (below log p(x | y) by quadrature, and closing most
+  of the ELBO's gap) and the samples (z = the class's mean at temperature 0)
+  all use it; with N(0, I) in any of them the checks fail."""
+  family, params = _class_prior_family()
+  batch = _digits_batch()
+  label = 3
+  labels = jnp.full(len(batch["x"]), label)
+  mean, log_var = family.prior(params, labels, len(labels))
+  np.testing.assert_allclose(mean, np.broadcast_to(params["prior_mean"][label], mean.shape))
+  x = family.prepare(batch, None, train=False)
+  target = family.targets(batch, x)
+  log_px = _log_px_by_quadrature(family, params, batch, label=label)
+
+  elbo_parts = jax.jit(lambda p, key: family.elbo_parts(p, x, target, key, labels=labels))
+  q_mean, q_log_var = family.encode(params, x, labels)
+  _, kl = elbo_parts(params, jax.random.PRNGKey(0))
+  np.testing.assert_allclose(kl, gaussian_kl(q_mean, q_log_var, mean, log_var), rtol=1e-5)
+  assert np.all(np.abs(kl - gaussian_kl(q_mean, q_log_var)) > 0.5)
+  elbo = np.mean([np.asarray(r - k) for r, k in
+                  (elbo_parts(params, jax.random.PRNGKey(seed)) for seed in range(100))], axis=0)
+  iw = jax.jit(lambda p, keys, k, chunk: family.iw_log_likelihood(p, x, target, keys, k, chunk,
+                                                                 labels=labels),
+               static_argnums=(2, 3))
+  keys = lambda seed: jax.random.split(jax.random.PRNGKey(seed), len(x))
+  # K = 1 is a one-sample ELBO: its mean over 100 draws per image is the ELBO's.
+  ones = np.stack([np.asarray(iw(params, keys(seed), 1, 1)) for seed in range(100)])
+  one_noise = ones.std() / math.sqrt(ones.size)
+  assert abs(ones.mean() - elbo.mean()) < 4 * one_noise, (ones.mean(), elbo.mean(), one_noise)
+  many = np.asarray(iw(params, keys(7), 1000, 100))
+  gap = log_px - many
+  assert gap.mean() > -4 * gap.std() / math.sqrt(len(gap)), "K=1000 bound above log p(x | y)"
+  elbo_gap = (log_px - elbo).mean()
+  assert elbo_gap > 1.0 and gap.mean() < 0.25 * elbo_gap, (elbo_gap, gap.mean())
+
+  images = family.sample(params, jax.random.PRNGKey(1), 10, temperature=0.0,
+                         labels=jnp.arange(10))
+  at_means = family._mean_image(family.decode(params, params["prior_mean"], jnp.arange(10)))
+  np.testing.assert_allclose(images, at_means, atol=1e-6)
+
+
+def test_a_class_prior_needs_classes():
+  config = vae.get_config("digits")
+  config.model.class_prior = True
+  with pytest.raises(ValueError, match="config.model.class_prior=True needs classes"):
+    VAE(config, SourceInfo("digits", (8, 8, 1), "image", 10)).check_config()
 
 
 def test_kl_weight_warms_up_linearly_to_beta():

@@ -1,7 +1,8 @@
 """Variational autoencoders (Kingma and Welling, 2014).
 
-q(z | x) = N(mean(x), diag(exp(log_var(x)))), p(z) = N(0, I), and p(x | z) by
-`config.model.decoder`:
+q(z | x) = N(mean(x), diag(exp(log_var(x)))), p(z) = N(0, I) (a conditional
+VAE with config.model.class_prior: a learned Gaussian p(z | y) per class), and
+p(x | z) by `config.model.decoder`:
   bernoulli  binarized pixels (config.data.binarize = dynamic or static);
   logistic   8-bit pixels through a discretized logistic: the probability of
              each integer value, so the bound is in bits/dim of the same 8-bit
@@ -37,9 +38,11 @@ from gen.train import sharding
 _MIN_LOG_SCALE = -7.0
 
 
-def gaussian_kl(mean, log_var):
-  """[batch, latent] -> [batch] KL(N(mean, exp(log_var)) || N(0, I)), analytic."""
-  return 0.5 * jnp.sum(mean ** 2 + jnp.exp(log_var) - 1.0 - log_var, axis=-1)
+def gaussian_kl(mean, log_var, prior_mean=0.0, prior_log_var=0.0):
+  """[batch, latent] -> [batch] KL(N(mean, exp(log_var)) || N(prior_mean,
+  exp(prior_log_var))), analytic; the prior defaults to N(0, I)."""
+  return 0.5 * jnp.sum((jnp.exp(log_var) + (mean - prior_mean) ** 2) * jnp.exp(-prior_log_var)
+                       - 1.0 - log_var + prior_log_var, axis=-1)
 
 
 def diagonal_normal_log_prob(z, mean, log_var):
@@ -119,6 +122,9 @@ class VAE(Family):
     if self.num_classes > self.info.num_classes:
       raise ValueError(f"config.model.num_classes={self.num_classes}, but {data.name} has "
                        f"{self.info.num_classes or 'no'} class labels")
+    if model.get("class_prior", False) and not self.num_classes:
+      raise ValueError("config.model.class_prior=True needs classes: set "
+                       "config.model.num_classes (a conditional VAE)")
     if model.get("beta", 1.0) < 0:
       raise ValueError(f"config.model.beta={model.beta!r} must be >= 0")
     if model.get("kl_warmup_steps", 0) < 0:
@@ -141,6 +147,11 @@ class VAE(Family):
 
   def decode(self, params, z, labels=None):
     return self.apply_model({"params": params}, z, labels, method="decode")
+
+  def prior(self, params, labels, batch: int):
+    """(mean, log_var) of p(z | y), [batch, latent] each (N(0, I) unless the
+    model has a class prior and labels are given)."""
+    return self.apply_model({"params": params}, labels, batch, method="prior")
 
   def decode_to_unit(self, params, z):
     """A latent z -> the decoder's mean image in [0, 1] (a latent model's last step)."""
@@ -177,14 +188,14 @@ class VAE(Family):
       noise = jax.random.normal(rng, mean.shape)
     z = mean + jnp.exp(0.5 * log_var) * noise
     return (self.log_likelihood(self.decode(params, z, labels), target),
-            gaussian_kl(mean, log_var))
+            gaussian_kl(mean, log_var, *self.prior(params, labels, x.shape[0])))
 
   def iw_log_likelihood(self, params, x, target, keys, num_samples: int, chunk: int,
                         log_prior=None, labels=None):
     """[b] importance-weighted bound on log p(x) with `num_samples` samples of q.
 
-    log (1/K) sum_k p(x | z_k) p(z_k) / q(z_k | x), with p(z) = N(0, I) or
-    `log_prior` ([n, latent] -> [n] nats: a latent model's learned prior);
+    log (1/K) sum_k p(x | z_k) p(z_k) / q(z_k | x), with p(z) the model's prior
+    (N(0, I), or p(z | y) with a class prior) or `log_prior` ([n, latent] -> [n] nats: a latent model's learned prior);
     K = 1 is the one-sample ELBO. The samples are drawn
     `chunk` at a time in a lax.scan with a running logsumexp, so memory is
     that of `chunk` decodes per example whatever K is. keys: [b], one per
@@ -196,6 +207,7 @@ class VAE(Family):
                        f"config.eval.iw_chunk={chunk}")
     mean, log_var = self.encode(params, x, labels)
     batch = x.shape[0]
+    prior_mean, prior_log_var = self.prior(params, labels, batch)
     tiled_labels = None if labels is None else jnp.tile(labels, chunk)
     tiled_target = jnp.broadcast_to(target, (chunk, *target.shape)).reshape(
         chunk * batch, *target.shape[1:])
@@ -206,7 +218,7 @@ class VAE(Family):
       z = mean + jnp.exp(0.5 * log_var) * jnp.swapaxes(noise, 0, 1)  # [chunk, b, latent]
       log_q = diagonal_normal_log_prob(z, mean, log_var)
       if log_prior is None:
-        log_pz = diagonal_normal_log_prob(z, 0.0, jnp.zeros_like(log_var))
+        log_pz = diagonal_normal_log_prob(z, prior_mean, prior_log_var)
       else:
         log_pz = log_prior(z.reshape(chunk * batch, -1)).reshape(chunk, batch)
       out = self.decode(params, z.reshape(chunk * batch, -1), tiled_labels)
@@ -292,16 +304,19 @@ class VAE(Family):
     return jnp.clip((out[..., 0] + 1.0) / 2.0, 0.0, 1.0)
 
   def sample(self, params, rng, num: int, temperature=1.0, labels=None):
-    """Decoded prior samples z ~ N(0, T^2 I): mean images in [0, 1], or points drawn
-    from p(x | z) (a point's mean alone would hide the decoder's noise). A
-    conditional VAE draws image i of class labels[i] (default: the classes in turn)."""
+    """Decoded prior samples z ~ N(0, T^2 I) (with a class prior, mean + T std
+    of p(z | y)): mean images in [0, 1], or points drawn from p(x | z) (a
+    point's mean alone would hide the decoder's noise). A conditional VAE
+    draws image i of class labels[i] (default: the classes in turn)."""
     if labels is None and self.num_classes:
       labels = balanced_labels(num, self.num_classes)
     elif labels is not None and not self.num_classes:
       raise ValueError("class labels asked of an unconditional VAE "
                        "(config.model.num_classes=0)")
     prior_rng, noise_rng = jax.random.split(rng)
-    z = temperature * jax.random.normal(prior_rng, (num, self.model.latent_dim))
+    prior_mean, prior_log_var = self.prior(params, labels, num)
+    z = prior_mean + temperature * jnp.exp(0.5 * prior_log_var) * jax.random.normal(
+        prior_rng, (num, self.model.latent_dim))
     out = self.decode(params, z, labels)
     if self.info.kind == "image":
       return self._mean_image(out)

@@ -34,11 +34,30 @@ class _VAEBase(nn.Module):
 
   With num_classes > 0 (a conditional VAE) both also see the label, one-hot,
   beside the encoder's features and beside z; labels None is the all-zero
-  vector ("no class": codes for a first stage, pictures)."""
+  vector ("no class": codes for a first stage, pictures). prior(labels) is
+  p(z | y): N(0, I), or with class_prior a learned diagonal Gaussian per class
+  (Sohn et al., 2015's conditional prior), which keeps the class in z where
+  samples draw it from (docs/conditional.md: with N(0, I) the decoder reads
+  the class from z and ignores the label)."""
 
   def __call__(self, x, labels=None):
     mean, _ = self.encode(x, labels)
+    self.prior(labels, x.shape[0])  # creates the prior's parameters at init
     return self.decode(mean, labels)
+
+  def setup_prior(self):
+    if self.class_prior:
+      table = lambda name: self.param(name, nn.initializers.zeros,
+                                      (self.num_classes, self.latent_dim))
+      self.prior_means, self.prior_log_vars = table("prior_mean"), table("prior_log_var")
+
+  def prior(self, labels, batch: int):
+    """(mean, log_var) of p(z | y), each [batch, latent]; N(0, I) without a class
+    prior or without labels."""
+    if not self.class_prior or labels is None:
+      zeros = jnp.zeros((batch, self.latent_dim), jnp.float32)
+      return zeros, zeros
+    return self.prior_means[labels], self.prior_log_vars[labels]
 
   def with_label(self, h, labels):
     if not self.num_classes:
@@ -56,9 +75,11 @@ class DenseVAE(_VAEBase):
   activation: str = "relu"
   decoder: str = "bernoulli"
   num_classes: int = 0
+  class_prior: bool = False
   dtype: Any = jnp.float32
 
   def setup(self):
+    self.setup_prior()
     self.outputs = decoder_outputs(self.decoder)
     dense = lambda size: nn.Dense(size, dtype=self.dtype)
     self.encoder_layers = [dense(size) for size in self.hidden_sizes]
@@ -95,9 +116,11 @@ class ConvVAE(_VAEBase):
   decoder: str = "logistic"
   conv_transpose_impl: str = "phases"
   num_classes: int = 0
+  class_prior: bool = False
   dtype: Any = jnp.float32
 
   def setup(self):
+    self.setup_prior()
     self.outputs = decoder_outputs(self.decoder)
     height, width, _ = self.data_shape
     factor = 2 ** len(self.channels)
