@@ -72,7 +72,11 @@ def sample_fn(family, temperature: float = 1.0):
     raise UserError(f"a {type(family).__name__.lower()} model draws no samples of its own "
                     f"(an autoencoder's come from a Gaussian fitted to its train codes: "
                     f"experiments/sample.py --workdir, which has the data)")
-  if num_classes(family):
+  classes = num_classes(family)
+  if hasattr(family, "sample_from_keys"):  # the same images, drawn as one batch
+    return lambda params, keys, labels: family.sample_from_keys(
+        params, keys, temperature, labels if classes else None)
+  if classes:
     one = lambda params, key, label: family.sample(params, key, 1, temperature,
                                                    labels=label[None])[0]
   else:
