@@ -172,7 +172,6 @@ def test_a_conditional_vae_decodes_the_class_it_is_given(tmp_path, config_file,
   classifier, why = classifier_lib.find_classifier(run.config, run.dataset)
   assert classifier is not None, why
   use = label_use.label_use(run, classifier, 200)
-  print(use)
   assert use["images"] == 200 and use["prior_sample_accuracy_T0.5"] > 0.3, use  # chance: 0.1
 
 

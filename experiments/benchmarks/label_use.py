@@ -46,8 +46,8 @@ def label_use(run, classifier, images: int, seed: int = 0) -> dict:
   labels = np.asarray(test["label"])
   x = family.prepare({"x": test["x"], "uid": np.arange(count)}, None, train=False)
   mean, _ = family.encode(params, x, labels)
-  decode = lambda z, y: family.to_pixels(np.asarray(family._mean_image(
-      family.decode(params, z, y)))).reshape(test["x"].shape)
+  decode = lambda z, y: family.to_pixels(np.asarray(family.decode_to_unit(
+      params, z, y))).reshape(test["x"].shape)
   predict = lambda pixels: np.asarray(classifier(pixels)[1])
   swapped = (labels + classes // 2) % classes
   on_swap = predict(decode(mean, swapped))

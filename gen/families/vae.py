@@ -153,9 +153,9 @@ class VAE(Family):
     model has a class prior and labels are given)."""
     return self.apply_model({"params": params}, labels, batch, method="prior")
 
-  def decode_to_unit(self, params, z):
+  def decode_to_unit(self, params, z, labels=None):
     """A latent z -> the decoder's mean image in [0, 1] (a latent model's last step)."""
-    return self._mean_image(self.decode(params, z))
+    return self._mean_image(self.decode(params, z, labels))
 
   def targets(self, batch, x):
     """What the decoder's likelihood scores: 8-bit integers for 'logistic', else x."""
@@ -195,10 +195,10 @@ class VAE(Family):
     """[b] importance-weighted bound on log p(x) with `num_samples` samples of q.
 
     log (1/K) sum_k p(x | z_k) p(z_k) / q(z_k | x), with p(z) the model's prior
-    (N(0, I), or p(z | y) with a class prior) or `log_prior` ([n, latent] -> [n] nats: a latent model's learned prior);
-    K = 1 is the one-sample ELBO. The samples are drawn
-    `chunk` at a time in a lax.scan with a running logsumexp, so memory is
-    that of `chunk` decodes per example whatever K is. keys: [b], one per
+    (N(0, I), or p(z | y) with a class prior) or `log_prior` ([n, latent] ->
+    [n] nats: a latent model's learned prior); K = 1 is the one-sample ELBO.
+    The samples are drawn `chunk` at a time in a lax.scan with a running
+    logsumexp, so memory is that of `chunk` decodes per example whatever K is. keys: [b], one per
     example; chunk c of example i draws from fold_in(keys[i], c), so the bound
     of an example does not depend on the batch it is in.
     """
